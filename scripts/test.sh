@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test of HAMi-rs on a fresh machine: installs what the tests need, builds, tests.
+#
+#   ./scripts/test.sh            # everything (as root it installs Debian packages first)
+#   SKIP_LINT=1 ./scripts/test.sh   # skip fmt/clippy (quicker local loop)
+#
+# The end-to-end shim tests start their own containerd on private paths; with CI=true they
+# fail (never skip) when containerd or runc is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use: containerd + runc (shim e2e), busybox-static (container rootfs),
+# protobuf-compiler (the CRI client's build), python3 (non-GPU program checks).
+packages=(containerd runc busybox-static protobuf-compiler python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "== warning: missing packages ${missing[*]} (not root: install them yourself)" >&2
+  fi
+fi
+
+export CARGO_TERM_COLOR=never
+if [ -z "${SKIP_LINT:-}" ]; then
+  echo "== cargo fmt --check"
+  cargo fmt --all -- --check
+fi
+
+echo "== cargo build --release --workspace"
+cargo build --release --workspace --locked
+
+if [ -z "${SKIP_LINT:-}" ]; then
+  echo "== cargo clippy --workspace --all-targets"
+  cargo clippy --release --workspace --all-targets --locked -- -D warnings
+fi
+
+echo "== cargo test --release --workspace"
+cargo test --release --workspace --locked
