@@ -1,0 +1,11 @@
+//! containerd-shim-hami-v2: the containerd runtime `io.containerd.hami.v2`.
+//!
+//! A ttrpc proxy in front of the stock runc shim. At `Create` it reads the container's `hami.io/*`
+//! annotations, places it on device(s), writes its ledger entry and rewrites its OCI spec so that
+//! `libhami.so` caps every process; everything else is forwarded unchanged.
+
+pub mod annotations;
+pub mod config;
+pub mod placement;
+pub mod quantity;
+pub mod spec_rewrite;
