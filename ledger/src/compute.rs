@@ -1,0 +1,652 @@
+//! What the compute cells of the ledger mean: a shared device-time budget per container and
+//! device (`ComputeCell`, usage part) and the node's view of who wants each device
+//! (`DeviceContention`, node part).
+//!
+//! The ledger only stores 16 `AtomicU64` words per cell; this module gives them names and the
+//! protocols that read and write them, so the interception library, `hami run`, the shim and
+//! `hami top` agree on one definition.
+//!
+//! # The budget (usage part, one cell per container and device)
+//!
+//! The budget is kept as two cumulative counters of device nanoseconds, `REFILLED` and
+//! `DEBITED`, rather than one signed balance. A launch claims its place in line with one
+//! `fetch_add` on `DEBITED` and may start once `REFILLED` has reached the end of its claim.
+//! Waiters therefore queue in the order they claimed, each one knows exactly how long it has to
+//! wait (`(claim end − refilled) / rate`), and nobody has to be woken to hand budget on: the
+//! deadline is computed, not polled. Refill is lazy: whoever launches first after the clock moved
+//! credits `elapsed × rate` (one CAS on `REFILL_AT` decides who). `REFILLED` is never allowed to
+//! run more than `depth` ahead of `DEBITED`, which bounds a burst after idleness.
+//!
+//! The charge made at launch is an estimate. The limiter's measurer later learns the real busy
+//! time and trues the budget up (`debit_correction` / `credit_correction`), so over any long run
+//! the budget is debited by exactly what the device measured: the long-run share equals the
+//! refill rate whatever the estimates were.
+//!
+//! # Contention (node part, one cell per device)
+//!
+//! Host components (the publisher of `hami run`, the shim) copy each container's last demand
+//! time into a slot of the device's contention cell. Up to [`CONTENTION_SLOTS`] containers get a
+//! slot of their own; more share an overflow word. A `burst` container may exceed its cap only
+//! while no other slot shows recent demand; a normal-priority container yields while a
+//! high-priority slot shows recent demand.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Words per compute cell (both kinds), fixed by the ledger layout.
+pub const COMPUTE_WORDS: usize = 16;
+
+/// Parts per million of wall time: the unit of rates (`1_000_000` = the whole device).
+pub const PPM: u64 = 1_000_000;
+
+/// Default bound on how far the budget may run ahead of use: a few milliseconds of device time.
+pub const DEFAULT_DEPTH_NS: u64 = 4_000_000;
+
+/// Longest idle gap credited in one refill; beyond it the bucket is full anyway.
+const MAX_REFILL_GAP_NS: u64 = 10_000_000_000;
+
+/// Names of the usage-part words (indices into the cell).
+pub mod usage_word {
+    /// Cumulative device-ns credited to the budget (time refills and over-estimate credits).
+    pub const REFILLED: usize = 0;
+    /// Cumulative device-ns claimed by launches and by under-estimate corrections.
+    pub const DEBITED: usize = 1;
+    /// Monotonic ns of the last refill.
+    pub const REFILL_AT: usize = 2;
+    /// Current refill rate in ppm of wall time; 0 = not set yet (each process uses its cap).
+    pub const RATE_PPM: usize = 3;
+    /// Futex word (low 32 bits): bumped whenever budget appears other than by time passing.
+    pub const WAKE_SEQ: usize = 4;
+    /// Threads of the container sleeping on `WAKE_SEQ` (wakers skip the syscall at zero).
+    pub const WAITERS: usize = 5;
+    /// Monotonic ns of the container's last launch attempt: its demand signal.
+    pub const LAST_DEMAND_NS: usize = 6;
+    /// Cumulative device-ns debited by corrections (measured above estimated).
+    pub const CORRECTION_DEBITED: usize = 7;
+    /// Cumulative device-ns credited by corrections (measured below estimated).
+    pub const CORRECTION_CREDITED: usize = 8;
+    /// Cumulative measured busy device-ns of the container, written by its measurer.
+    pub const MEASURED_NS: usize = 9;
+    /// Pid of the process that measures for the container.
+    pub const MEASURER_PID: usize = 10;
+    /// Monotonic ns until which the measurer's lease holds.
+    pub const MEASURER_LEASE_NS: usize = 11;
+    /// Learned estimate of one launch's device time, ns (0 = nothing learned yet).
+    pub const LAUNCH_ESTIMATE_NS: usize = 12;
+    /// Cumulative launches admitted.
+    pub const LAUNCHES: usize = 13;
+    /// Cumulative ns launches spent waiting for budget or yielding to priority.
+    pub const THROTTLED_NS: usize = 14;
+    /// The container's contention slot on this device plus one (0 = none), set by the host.
+    pub const CONTENTION_SLOT: usize = 15;
+}
+
+/// Names of the node-part words (indices into the cell).
+pub mod contention_word {
+    /// Bitmap of claimed slots (bit i = slot i).
+    pub const CLAIMED: usize = 0;
+    /// Bitmap of slots held by high-priority containers.
+    pub const HIGH: usize = 1;
+    /// Last demand of containers that found no free slot (max over them).
+    pub const OVERFLOW_DEMAND_NS: usize = 2;
+    /// Last demand of high-priority containers that found no free slot (max over them).
+    pub const HIGH_DEMAND_NS: usize = 3;
+    /// First word of the per-slot last-demand times.
+    pub const SLOT_BASE: usize = 4;
+}
+
+/// Containers per device that get a contention slot of their own.
+pub const CONTENTION_SLOTS: usize = COMPUTE_WORDS - contention_word::SLOT_BASE;
+
+/// What a launch must do after claiming its cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Budget covered the claim: launch now.
+    Go,
+    /// Wait until `REFILLED` reaches `claim_end` (device-ns, cumulative).
+    Wait {
+        /// The end of this launch's claim on the cumulative counter.
+        claim_end: u64,
+    },
+}
+
+/// A container's budget on one device: a view over the usage part's compute cell.
+#[derive(Clone, Copy)]
+pub struct Budget<'a> {
+    words: &'a [AtomicU64; COMPUTE_WORDS],
+    depth_ns: u64,
+}
+
+impl<'a> Budget<'a> {
+    /// Views `words` (a usage-part compute cell) as a budget of [`DEFAULT_DEPTH_NS`] depth.
+    pub fn new(words: &'a [AtomicU64; COMPUTE_WORDS]) -> Self {
+        Self::with_depth(words, DEFAULT_DEPTH_NS)
+    }
+
+    /// Views `words` as a budget that keeps at most `depth_ns` of unused device time.
+    pub fn with_depth(words: &'a [AtomicU64; COMPUTE_WORDS], depth_ns: u64) -> Self {
+        Self { words, depth_ns }
+    }
+
+    fn word(&self, index: usize) -> &'a AtomicU64 {
+        &self.words[index]
+    }
+
+    /// The raw words, for the futex and for displays.
+    pub fn words(&self) -> &'a [AtomicU64; COMPUTE_WORDS] {
+        self.words
+    }
+
+    /// The futex word: the low half of `WAKE_SEQ` (all supported targets are little-endian).
+    pub fn wake_word(&self) -> &'a AtomicU64 {
+        self.word(usage_word::WAKE_SEQ)
+    }
+
+    /// The refill rate in force: the cell's published rate, else `fallback_ppm`.
+    pub fn rate_ppm(&self, fallback_ppm: u64) -> u64 {
+        match self.word(usage_word::RATE_PPM).load(Ordering::Relaxed) {
+            0 => fallback_ppm,
+            rate => rate,
+        }
+    }
+
+    /// Publishes a new refill rate; returns true when it changed (waiters should be woken).
+    pub fn set_rate_ppm(&self, rate_ppm: u64) -> bool {
+        let rate = rate_ppm.clamp(1, PPM);
+        self.word(usage_word::RATE_PPM).swap(rate, Ordering::AcqRel) != rate
+    }
+
+    /// Bucket depth in ns.
+    pub fn depth_ns(&self) -> u64 {
+        self.depth_ns
+    }
+
+    /// The container's contention slot on this device, as recorded by the host publisher.
+    pub fn contention_slot(&self) -> Option<ContentionSlot> {
+        match self.word(usage_word::CONTENTION_SLOT).load(Ordering::Acquire) {
+            0 => None,
+            n if n as usize > CONTENTION_SLOTS => Some(ContentionSlot::Overflow),
+            n => Some(ContentionSlot::Own(n as usize - 1)),
+        }
+    }
+
+    /// Records the container's contention slot (host publisher).
+    pub fn set_contention_slot(&self, slot: ContentionSlot) {
+        let value = match slot {
+            ContentionSlot::Own(i) => i as u64 + 1,
+            ContentionSlot::Overflow => CONTENTION_SLOTS as u64 + 1,
+        };
+        self.word(usage_word::CONTENTION_SLOT).store(value, Ordering::Release);
+    }
+
+    /// Credits the time elapsed since the last refill at `rate_ppm`; one caller wins per instant.
+    pub fn refill(&self, now_ns: u64, rate_ppm: u64) {
+        let refill_at = self.word(usage_word::REFILL_AT);
+        let last = refill_at.load(Ordering::Acquire);
+        if now_ns <= last {
+            return;
+        }
+        if refill_at
+            .compare_exchange(last, now_ns, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return; // another thread credited this interval
+        }
+        let gap = (now_ns - last).min(MAX_REFILL_GAP_NS);
+        let credit = u64::try_from(u128::from(gap) * u128::from(rate_ppm) / u128::from(PPM))
+            .unwrap_or(u64::MAX);
+        let refilled = self.word(usage_word::REFILLED);
+        let before = refilled.fetch_add(credit, Ordering::AcqRel);
+        let ceiling = self
+            .word(usage_word::DEBITED)
+            .load(Ordering::Acquire)
+            .saturating_add(self.depth_ns());
+        if before.saturating_add(credit) > ceiling {
+            // Keep at most `depth` of unused budget; never take back what is already below it.
+            refilled.fetch_min(ceiling.max(before), Ordering::AcqRel);
+        }
+    }
+
+    /// Claims `cost_ns` for one launch at `now_ns` (refilling first) and says whether it may go.
+    pub fn claim(&self, cost_ns: u64, now_ns: u64, rate_ppm: u64) -> Admission {
+        self.refill(now_ns, rate_ppm);
+        let demand = self.word(usage_word::LAST_DEMAND_NS);
+        // Demand needs millisecond resolution only: skip the shared store most of the time.
+        if now_ns.saturating_sub(demand.load(Ordering::Relaxed)) > 1_000_000 {
+            demand.store(now_ns, Ordering::Relaxed);
+        }
+        let claim_end = self
+            .word(usage_word::DEBITED)
+            .fetch_add(cost_ns, Ordering::AcqRel)
+            .saturating_add(cost_ns);
+        self.word(usage_word::LAUNCHES).fetch_add(1, Ordering::Relaxed);
+        if self.word(usage_word::REFILLED).load(Ordering::Acquire) >= claim_end {
+            Admission::Go
+        } else {
+            Admission::Wait { claim_end }
+        }
+    }
+
+    /// True once the budget covers a claim ending at `claim_end`.
+    pub fn covers(&self, claim_end: u64) -> bool {
+        self.word(usage_word::REFILLED).load(Ordering::Acquire) >= claim_end
+    }
+
+    /// Monotonic ns at which, with no other credit, the budget will cover `claim_end`.
+    pub fn ready_at(&self, claim_end: u64, rate_ppm: u64) -> u64 {
+        let refilled = self.word(usage_word::REFILLED).load(Ordering::Acquire);
+        let last = self.word(usage_word::REFILL_AT).load(Ordering::Acquire);
+        let missing = claim_end.saturating_sub(refilled);
+        let wait = u128::from(missing) * u128::from(PPM) / u128::from(rate_ppm.max(1));
+        last.saturating_add(u64::try_from(wait).unwrap_or(u64::MAX))
+    }
+
+    /// Debits device time the estimates missed (measured above estimated).
+    pub fn debit_correction(&self, ns: u64) {
+        self.word(usage_word::DEBITED).fetch_add(ns, Ordering::AcqRel);
+        self.word(usage_word::CORRECTION_DEBITED)
+            .fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Credits device time the estimates over-charged; returns true (waiters should be woken).
+    pub fn credit_correction(&self, ns: u64) -> bool {
+        self.word(usage_word::REFILLED).fetch_add(ns, Ordering::AcqRel);
+        self.word(usage_word::CORRECTION_CREDITED)
+            .fetch_add(ns, Ordering::Relaxed);
+        ns > 0
+    }
+
+    /// Cumulative device-ns charged by launch estimates (corrections excluded).
+    pub fn estimated_total_ns(&self) -> u64 {
+        let debited = self.word(usage_word::DEBITED).load(Ordering::Acquire);
+        debited.saturating_sub(
+            self.word(usage_word::CORRECTION_DEBITED)
+                .load(Ordering::Acquire),
+        )
+    }
+
+    /// Net correction applied so far: debited minus credited corrections (signed ns).
+    pub fn net_correction_ns(&self) -> i128 {
+        i128::from(
+            self.word(usage_word::CORRECTION_DEBITED)
+                .load(Ordering::Acquire),
+        ) - i128::from(
+            self.word(usage_word::CORRECTION_CREDITED)
+                .load(Ordering::Acquire),
+        )
+    }
+
+    /// Cumulative measured busy ns (as last published by the measurer).
+    pub fn measured_ns(&self) -> u64 {
+        self.word(usage_word::MEASURED_NS).load(Ordering::Acquire)
+    }
+
+    /// Publishes the cumulative measured busy ns.
+    pub fn set_measured_ns(&self, ns: u64) {
+        self.word(usage_word::MEASURED_NS).store(ns, Ordering::Release);
+    }
+
+    /// The learned per-launch estimate (0 = none yet).
+    pub fn launch_estimate_ns(&self) -> u64 {
+        self.word(usage_word::LAUNCH_ESTIMATE_NS)
+            .load(Ordering::Relaxed)
+    }
+
+    /// Publishes the learned per-launch estimate.
+    pub fn set_launch_estimate_ns(&self, ns: u64) {
+        self.word(usage_word::LAUNCH_ESTIMATE_NS)
+            .store(ns, Ordering::Relaxed);
+    }
+
+    /// Cumulative admitted launches.
+    pub fn launches(&self) -> u64 {
+        self.word(usage_word::LAUNCHES).load(Ordering::Relaxed)
+    }
+
+    /// Monotonic ns of the container's last launch attempt (0 = never).
+    pub fn last_demand_ns(&self) -> u64 {
+        self.word(usage_word::LAST_DEMAND_NS).load(Ordering::Relaxed)
+    }
+
+    /// Marks demand at `now_ns` without claiming (a thread that yields still wants the device).
+    pub fn mark_demand(&self, now_ns: u64) {
+        self.word(usage_word::LAST_DEMAND_NS)
+            .fetch_max(now_ns, Ordering::Relaxed);
+    }
+
+    /// Adds to the cumulative throttled time.
+    pub fn add_throttled_ns(&self, ns: u64) {
+        self.word(usage_word::THROTTLED_NS)
+            .fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Cumulative ns spent throttled.
+    pub fn throttled_ns(&self) -> u64 {
+        self.word(usage_word::THROTTLED_NS).load(Ordering::Relaxed)
+    }
+
+    /// Counts a thread going to sleep on the wake word.
+    pub fn waiter_enter(&self) {
+        self.word(usage_word::WAITERS).fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts a thread leaving its sleep (saturating: a dead sleeper never underflows it).
+    pub fn waiter_leave(&self) {
+        let _ = self.word(usage_word::WAITERS).fetch_update(
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+            |n| Some(n.saturating_sub(1)),
+        );
+    }
+
+    /// Bumps the wake sequence; returns true when someone may be sleeping (then call FUTEX_WAKE).
+    pub fn bump_wake_seq(&self) -> bool {
+        self.wake_word().fetch_add(1, Ordering::SeqCst);
+        self.word(usage_word::WAITERS).load(Ordering::SeqCst) > 0
+    }
+
+    /// Tries to become (or stay) the container's measurer until `now_ns + lease_ns`.
+    ///
+    /// A lease that expired (its holder died or stopped launching) is taken over by CAS, so
+    /// exactly one live process measures at a time and a dead one is replaced within one lease.
+    pub fn hold_measurer_lease(&self, pid: u32, now_ns: u64, lease_ns: u64) -> bool {
+        let holder = self.word(usage_word::MEASURER_PID);
+        let lease = self.word(usage_word::MEASURER_LEASE_NS);
+        let current = holder.load(Ordering::Acquire);
+        let until = lease.load(Ordering::Acquire);
+        if current == u64::from(pid) {
+            lease.fetch_max(now_ns + lease_ns, Ordering::AcqRel);
+            return true;
+        }
+        if current != 0 && until > now_ns {
+            return false;
+        }
+        if holder
+            .compare_exchange(current, u64::from(pid), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            lease.store(now_ns + lease_ns, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Which contention slot a container holds on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentionSlot {
+    /// A slot of its own.
+    Own(usize),
+    /// All slots were taken: it shares the overflow word.
+    Overflow,
+}
+
+/// A device's contention view: over the node part's cell.
+#[derive(Clone, Copy)]
+pub struct Contention<'a> {
+    words: &'a [AtomicU64; COMPUTE_WORDS],
+}
+
+impl<'a> Contention<'a> {
+    /// Views `words` (a node-part contention cell).
+    pub fn new(words: &'a [AtomicU64; COMPUTE_WORDS]) -> Self {
+        Self { words }
+    }
+
+    /// Claims a slot for a container (host side). `high` marks a high-priority container.
+    pub fn claim_slot(&self, high: bool) -> ContentionSlot {
+        let claimed = &self.words[contention_word::CLAIMED];
+        let mut bits = claimed.load(Ordering::Acquire);
+        loop {
+            let Some(free) = (0..CONTENTION_SLOTS).find(|i| bits & (1 << i) == 0) else {
+                return ContentionSlot::Overflow;
+            };
+            match claimed.compare_exchange(
+                bits,
+                bits | (1 << free),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.words[contention_word::SLOT_BASE + free].store(0, Ordering::Release);
+                    let high_bits = &self.words[contention_word::HIGH];
+                    if high {
+                        high_bits.fetch_or(1 << free, Ordering::AcqRel);
+                    } else {
+                        high_bits.fetch_and(!(1 << free), Ordering::AcqRel);
+                    }
+                    return ContentionSlot::Own(free);
+                }
+                Err(now) => bits = now,
+            }
+        }
+    }
+
+    /// Gives a slot back (host side, when the container ends).
+    pub fn release_slot(&self, slot: ContentionSlot) {
+        if let ContentionSlot::Own(i) = slot {
+            self.words[contention_word::SLOT_BASE + i].store(0, Ordering::Release);
+            self.words[contention_word::HIGH].fetch_and(!(1 << i), Ordering::AcqRel);
+            self.words[contention_word::CLAIMED].fetch_and(!(1 << i), Ordering::AcqRel);
+        }
+    }
+
+    /// Publishes a container's last demand time into its slot (host side).
+    pub fn publish_demand(&self, slot: ContentionSlot, high: bool, last_demand_ns: u64) {
+        let word = match slot {
+            ContentionSlot::Own(i) => contention_word::SLOT_BASE + i,
+            ContentionSlot::Overflow => contention_word::OVERFLOW_DEMAND_NS,
+        };
+        self.words[word].fetch_max(last_demand_ns, Ordering::AcqRel);
+        if high && slot == ContentionSlot::Overflow {
+            self.words[contention_word::HIGH_DEMAND_NS].fetch_max(last_demand_ns, Ordering::AcqRel);
+        }
+    }
+
+    /// True when a container other than the one in `own` showed demand within `window_ns`.
+    ///
+    /// Overflow demand always counts as someone else's, so a container without a slot of its
+    /// own never bursts: the safe side.
+    pub fn others_demand(&self, own: Option<ContentionSlot>, now_ns: u64, window_ns: u64) -> bool {
+        let recent = |t: u64| t != 0 && now_ns.saturating_sub(t) <= window_ns;
+        if recent(self.words[contention_word::OVERFLOW_DEMAND_NS].load(Ordering::Acquire)) {
+            return true;
+        }
+        let claimed = self.words[contention_word::CLAIMED].load(Ordering::Acquire);
+        (0..CONTENTION_SLOTS).any(|i| {
+            own != Some(ContentionSlot::Own(i))
+                && claimed & (1 << i) != 0
+                && recent(self.words[contention_word::SLOT_BASE + i].load(Ordering::Acquire))
+        })
+    }
+
+    /// Latest demand (monotonic ns, 0 = never) of a high-priority container other than `own`.
+    pub fn latest_high_demand(&self, own: Option<ContentionSlot>) -> u64 {
+        let claimed = self.words[contention_word::CLAIMED].load(Ordering::Acquire);
+        let high = self.words[contention_word::HIGH].load(Ordering::Acquire) & claimed;
+        let slots = (0..CONTENTION_SLOTS)
+            .filter(|&i| own != Some(ContentionSlot::Own(i)) && high & (1 << i) != 0)
+            .map(|i| self.words[contention_word::SLOT_BASE + i].load(Ordering::Acquire))
+            .max()
+            .unwrap_or(0);
+        // High containers without a slot are visible through the shared high word only.
+        slots.max(self.high_demand_ns())
+    }
+
+    /// Monotonic ns of the last demand of a high-priority container without a slot (0 = never).
+    pub fn high_demand_ns(&self) -> u64 {
+        self.words[contention_word::HIGH_DEMAND_NS].load(Ordering::Acquire)
+    }
+
+    /// Number of containers holding a slot.
+    pub fn claimed_slots(&self) -> u32 {
+        self.words[contention_word::CLAIMED]
+            .load(Ordering::Acquire)
+            .count_ones()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell() -> [AtomicU64; COMPUTE_WORDS] {
+        std::array::from_fn(|_| AtomicU64::new(0))
+    }
+
+    #[test]
+    fn fresh_budget_starts_full_to_depth() {
+        let words = cell();
+        let budget = Budget::with_depth(&words, 1_000);
+        assert_eq!(budget.claim(1_000, 5_000_000_000, PPM / 2), Admission::Go);
+        assert!(matches!(
+            budget.claim(1, 5_000_000_000, PPM / 2),
+            Admission::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn waiter_knows_when_it_may_go() {
+        let words = cell();
+        let budget = Budget::with_depth(&words, 1);
+        let now = 1_000_000_000;
+        budget.refill(now, PPM / 4);
+        let Admission::Wait { claim_end } = budget.claim(1_000_001, now, PPM / 4) else {
+            panic!("an empty bucket must make a 1 ms launch wait");
+        };
+        // 1 ms of device time at a quarter of the device takes 4 ms of wall time.
+        assert_eq!(budget.ready_at(claim_end, PPM / 4), now + 4_000_000);
+        budget.refill(now + 3_999_000, PPM / 4);
+        assert!(!budget.covers(claim_end));
+        budget.refill(now + 4_000_000, PPM / 4);
+        assert!(budget.covers(claim_end));
+    }
+
+    #[test]
+    fn idle_time_is_credited_only_up_to_depth() {
+        let words = cell();
+        let budget = Budget::with_depth(&words, 2_000_000);
+        budget.refill(1, PPM);
+        budget.refill(60_000_000_000, PPM);
+        assert_eq!(budget.claim(2_000_000, 60_000_000_000, PPM), Admission::Go);
+        assert!(matches!(
+            budget.claim(1_000, 60_000_000_000, PPM),
+            Admission::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn corrections_make_debits_equal_measured_time() {
+        let words = cell();
+        let budget = Budget::new(&words);
+        for _ in 0..10 {
+            let _ = budget.claim(100, 1, PPM);
+        }
+        assert_eq!(budget.estimated_total_ns(), 1_000);
+        budget.debit_correction(500);
+        budget.credit_correction(200);
+        assert_eq!(budget.estimated_total_ns(), 1_000);
+        assert_eq!(budget.net_correction_ns(), 300);
+    }
+
+    #[test]
+    fn measurer_lease_has_one_holder_and_expires() {
+        let words = cell();
+        let budget = Budget::new(&words);
+        assert!(budget.hold_measurer_lease(10, 1_000, 500));
+        assert!(!budget.hold_measurer_lease(11, 1_200, 500));
+        assert!(budget.hold_measurer_lease(10, 1_400, 500));
+        assert!(!budget.hold_measurer_lease(11, 1_800, 500));
+        assert!(budget.hold_measurer_lease(11, 1_901, 500));
+    }
+
+    #[test]
+    fn burst_sees_others_but_not_itself() {
+        let words = cell();
+        let contention = Contention::new(&words);
+        let me = contention.claim_slot(false);
+        let other = contention.claim_slot(false);
+        assert_ne!(me, other);
+        contention.publish_demand(me, false, 1_000);
+        assert!(!contention.others_demand(Some(me), 1_100, 500));
+        contention.publish_demand(other, false, 1_050);
+        assert!(contention.others_demand(Some(me), 1_100, 500));
+        assert!(!contention.others_demand(Some(me), 2_000, 500));
+        contention.release_slot(other);
+        assert_eq!(contention.claimed_slots(), 1);
+    }
+
+    #[test]
+    fn high_demand_is_seen_by_others_only() {
+        let words = cell();
+        let contention = Contention::new(&words);
+        let high = contention.claim_slot(true);
+        let low = contention.claim_slot(false);
+        contention.publish_demand(high, true, 500);
+        contention.publish_demand(low, false, 900);
+        assert_eq!(contention.latest_high_demand(Some(low)), 500);
+        assert_eq!(contention.latest_high_demand(Some(high)), 0);
+        contention.release_slot(high);
+        assert_eq!(contention.latest_high_demand(Some(low)), 0);
+    }
+
+    #[test]
+    fn slots_run_out_into_overflow() {
+        let words = cell();
+        let contention = Contention::new(&words);
+        for _ in 0..CONTENTION_SLOTS {
+            assert!(matches!(contention.claim_slot(false), ContentionSlot::Own(_)));
+        }
+        assert_eq!(contention.claim_slot(true), ContentionSlot::Overflow);
+        contention.publish_demand(ContentionSlot::Overflow, true, 7);
+        assert_eq!(contention.latest_high_demand(Some(ContentionSlot::Own(0))), 7);
+        assert!(contention.others_demand(Some(ContentionSlot::Own(0)), 8, 10));
+    }
+
+    #[test]
+    fn concurrent_claims_are_served_in_full_and_in_order() {
+        let words = cell();
+        let budget = Budget::with_depth(&words, 1);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        let _ = budget.claim(3, 0, PPM);
+                    }
+                });
+            }
+        });
+        assert_eq!(budget.estimated_total_ns(), 4 * 10_000 * 3);
+        assert_eq!(budget.launches(), 40_000);
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of refills, claims and corrections, the budget never credits more
+        /// than `rate × elapsed + depth + credits`, and a claim is admitted only once covered.
+        #[test]
+        fn budget_never_exceeds_rate_plus_depth(
+            steps in proptest::collection::vec((0u64..5_000_000, 0u64..3_000_000), 1..200),
+            rate in 10_000u64..=PPM,
+        ) {
+            let words = cell();
+            let budget = Budget::new(&words);
+            let start = 1_000_000_000u64;
+            budget.refill(start, rate);
+            let base = budget.words()[usage_word::REFILLED].load(Ordering::Relaxed);
+            let mut now = start;
+            let mut admitted = 0u64;
+            for (advance, cost) in steps {
+                now += advance;
+                if let Admission::Go = budget.claim(cost, now, rate) {
+                    admitted += cost;
+                }
+                let refilled = budget.words()[usage_word::REFILLED].load(Ordering::Relaxed);
+                let bound = base + u64::try_from(
+                    u128::from(now - start) * u128::from(rate) / u128::from(PPM)
+                ).unwrap() + 1;
+                proptest::prop_assert!(refilled <= bound);
+                proptest::prop_assert!(admitted <= refilled);
+            }
+        }
+    }
+}

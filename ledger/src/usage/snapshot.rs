@@ -1,0 +1,66 @@
+//! A point-in-time copy of a usage part, for `hami top` and tests.
+//!
+//! Fields are read one by one while processes keep running, so a snapshot is not atomic
+//! across fields; each value is one that the file held.
+
+use std::sync::atomic::Ordering;
+
+use super::UsageLedger;
+use super::layout::{SlotState, SlotWord};
+
+/// One slot that is not free (or is free but, in a damaged file, not zeroed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotSnapshot {
+    pub index: usize,
+    pub pid: u32,
+    pub generation: u64,
+    pub state: SlotState,
+    /// Bytes held per device.
+    pub used: Vec<u64>,
+}
+
+/// The container's usage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageSnapshot {
+    /// Container total per device.
+    pub devices: Vec<u64>,
+    pub slots: Vec<SlotSnapshot>,
+    /// Dead slots freed over the life of the file.
+    pub reclaimed_slots: u64,
+    /// Releases of more than a slot held (caller bugs), clamped.
+    pub underflows: u64,
+}
+
+impl UsageLedger {
+    pub fn snapshot(&self) -> UsageSnapshot {
+        let layout = self.layout();
+        let devices = (0..self.n_devices).map(|dev| self.used(dev)).collect();
+        let slots = layout
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(index, record)| {
+                let word = SlotWord::decode(record.state.load(Ordering::Acquire));
+                let used: Vec<u64> = record.used[..self.n_devices]
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect();
+                let idle = word.state == SlotState::Free && used.iter().all(|&b| b == 0);
+                (!idle).then(|| SlotSnapshot {
+                    index,
+                    pid: record.pid.load(Ordering::Relaxed),
+                    generation: word.generation,
+                    state: word.state,
+                    used,
+                })
+            })
+            .collect();
+        let control = &layout.control;
+        UsageSnapshot {
+            devices,
+            slots,
+            reclaimed_slots: control.reclaimed_slots.load(Ordering::Relaxed),
+            underflows: control.underflows.load(Ordering::Relaxed),
+        }
+    }
+}
