@@ -1,0 +1,112 @@
+//! The feedback loop that ties the budget to what the device really did.
+//!
+//! Launches are charged an estimate when they are admitted (the device time of a kernel is
+//! not known before it ran). One process per container, the measurer, periodically reads the
+//! container's cumulative measured busy time and trues the budget up by a fraction
+//! ([`CORRECTION_GAIN_PERCENT`]) of the gap between measured time and everything charged so
+//! far. This is an integral controller on the accounting error: the gap shrinks geometrically
+//! (halved every period at a gain of 50 %, so under 0.1 % of a step is left after 0.3 s at a
+//! 25 ms period), and in the long run the budget is debited by exactly the measured busy time,
+//! so the share equals the refill rate whatever the estimates were. Applying a fraction rather
+//! than the whole gap damps the lag of the measurement (work enqueued but not yet run, NVML's
+//! sample period on a real GPU) instead of turning it into swings.
+//!
+//! The same loop learns the per-launch estimate (measured time per admitted launch, smoothed),
+//! so that between two measurements the charges are already close to the truth and the true-up
+//! stays small, and it sets the refill rate: the cap, or the whole device for a `burst`
+//! container while no other container on the device shows demand.
+
+use hami_ledger::compute::{Budget, Contention, PPM};
+
+/// Share of the accounting gap applied per measurement period.
+pub const CORRECTION_GAIN_PERCENT: i128 = 50;
+/// Another container counts as wanting the device this long after its last launch.
+pub const BURST_YIELD_WINDOW_NS: u64 = 100_000_000;
+/// Launches to observe before the per-launch estimate is updated.
+const ESTIMATE_MIN_LAUNCHES: u64 = 8;
+/// Longest observation before the per-launch estimate is updated anyway.
+const ESTIMATE_MAX_SPAN_NS: u64 = 200_000_000;
+
+/// What the measurer remembers between periods for one device.
+#[derive(Debug, Default, Clone)]
+pub struct Controller {
+    span_start_ns: u64,
+    span_launches: u64,
+    span_measured: u64,
+}
+
+/// What one period did, for counters and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Device-ns debited (positive) or credited (negative) by the true-up.
+    pub correction_ns: i128,
+    /// Refill rate now in force, ppm.
+    pub rate_ppm: u64,
+    /// Sleepers must be woken: budget or rate went up.
+    pub wake: bool,
+}
+
+impl Controller {
+    /// One measurement period: publishes `measured_total_ns`, trues the budget up, learns the
+    /// estimate and sets the rate. `cap_ppm`/`burst` are the container's limits.
+    pub fn step(
+        &mut self,
+        budget: Budget<'_>,
+        contention: Option<Contention<'_>>,
+        measured_total_ns: u64,
+        now_ns: u64,
+        cap_ppm: u64,
+        burst: bool,
+    ) -> Step {
+        let previous_measured = budget.measured_ns();
+        budget.set_measured_ns(measured_total_ns.max(previous_measured));
+        let mut step = Step::default();
+
+        let charged = i128::from(budget.estimated_total_ns()) + budget.net_correction_ns();
+        let gap = i128::from(measured_total_ns) - charged;
+        let correction = gap * CORRECTION_GAIN_PERCENT / 100;
+        if correction > 0 {
+            budget.debit_correction(u64::try_from(correction).unwrap_or(u64::MAX));
+        } else if correction < 0 {
+            step.wake |= budget.credit_correction(u64::try_from(-correction).unwrap_or(u64::MAX));
+        }
+        step.correction_ns = correction;
+
+        self.learn_estimate(budget, measured_total_ns, now_ns);
+
+        let others_want_it = contention.is_none_or(|c| {
+            c.others_demand(budget.contention_slot(), now_ns, BURST_YIELD_WINDOW_NS)
+        });
+        let rate = if burst && !others_want_it { PPM } else { cap_ppm };
+        step.wake |= budget.set_rate_ppm(rate);
+        step.rate_ppm = rate;
+        step
+    }
+
+    fn learn_estimate(&mut self, budget: Budget<'_>, measured_total_ns: u64, now_ns: u64) {
+        let launches = budget.launches();
+        if self.span_start_ns == 0 {
+            self.span_start_ns = now_ns;
+            self.span_launches = launches;
+            self.span_measured = measured_total_ns;
+            return;
+        }
+        let observed = launches.saturating_sub(self.span_launches);
+        let busy = measured_total_ns.saturating_sub(self.span_measured);
+        let span = now_ns.saturating_sub(self.span_start_ns);
+        if observed < ESTIMATE_MIN_LAUNCHES && span < ESTIMATE_MAX_SPAN_NS {
+            return;
+        }
+        if observed > 0 && busy > 0 {
+            let sample = busy / observed;
+            let estimate = match budget.launch_estimate_ns() {
+                0 => sample,
+                old => (old + sample) / 2,
+            };
+            budget.set_launch_estimate_ns(estimate.max(1));
+        }
+        self.span_start_ns = now_ns;
+        self.span_launches = launches;
+        self.span_measured = measured_total_ns;
+    }
+}
