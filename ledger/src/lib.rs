@@ -13,6 +13,7 @@
 //! crash-safety argument.
 
 mod bytes;
+pub mod compute;
 mod error;
 mod file;
 pub mod header;
