@@ -108,7 +108,8 @@ pub struct GpuRequest {
     pub priority: Priority,
     pub device_count: u32,
     pub selection: DeviceSelection,
-    pub placement: PlacementPolicy,
+    /// `None`: the node's configured policy.
+    pub placement: Option<PlacementPolicy>,
     /// The scheduler's decision (device UUIDs); when present, no node-local placement happens.
     pub assigned_devices: Option<Vec<String>>,
 }
@@ -195,8 +196,7 @@ pub fn parse_request(
             "spread" => Ok(PlacementPolicy::Spread),
             _ => Err(invalid(s, "unknown policy".into(), "binpack, spread")),
         })
-        .transpose()?
-        .unwrap_or_default();
+        .transpose()?;
     let count_setting = get(keys::GPU_COUNT);
     let device_count = count_setting
         .map(|s| match s.value.trim().parse::<u32>() {
@@ -424,19 +424,19 @@ mod tests {
         assert_eq!(got.device_count, 2);
         assert_eq!(got.selection.use_types, vec!["A100", "H100"]);
         assert_eq!(got.selection.nouse_uuids, vec!["GPU-bad"]);
-        assert_eq!(got.placement, PlacementPolicy::Spread);
+        assert_eq!(got.placement, Some(PlacementPolicy::Spread));
         assert_eq!(got.assigned_devices, None);
     }
 
     #[test]
-    fn defaults_are_one_device_hard_normal_binpack() {
+    fn defaults_are_one_device_hard_normal_node_policy() {
         let got = request(&[("hami.io/gpu-memory", "512")]).unwrap().unwrap();
         assert_eq!(got.memory, Some(MemoryRequest::Bytes(512 << 20)));
         assert_eq!(got.compute_percent, None);
         assert_eq!(got.device_count, 1);
         assert_eq!(got.policy, ComputePolicy::Hard);
         assert_eq!(got.priority, Priority::Normal);
-        assert_eq!(got.placement, PlacementPolicy::Binpack);
+        assert_eq!(got.placement, None);
     }
 
     #[test]

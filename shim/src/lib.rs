@@ -5,7 +5,13 @@
 //! `libhami.so` caps every process; everything else is forwarded unchanged.
 
 pub mod annotations;
+pub mod backend;
 pub mod config;
+pub mod inventory;
+pub mod ledger_entry;
 pub mod placement;
+pub mod prepare;
+pub mod proxy;
 pub mod quantity;
+pub mod shim;
 pub mod spec_rewrite;

@@ -165,7 +165,7 @@ pub fn place(
             .saturating_sub(p.committed_memory)
     };
     if request.assigned_devices.is_none() {
-        match request.placement {
+        match request.placement.unwrap_or_default() {
             PlacementPolicy::Binpack => fitting.sort_by_key(|c| (free_after(c), c.0.index)),
             PlacementPolicy::Spread => {
                 fitting.sort_by_key(|c| (std::cmp::Reverse(free_after(c)), c.0.index));

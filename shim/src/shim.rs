@@ -1,0 +1,299 @@
+//! The shim's process lifecycle for containerd: `start` (launch the backend runc shim, then the
+//! proxy daemon), the daemon itself, and `delete` (cleanup after a dead shim).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use containerd_shim::api::{
+    DeleteRequest, DeleteResponse, KillRequest, ShutdownRequest, WaitRequest,
+};
+use containerd_shim::protos::TaskClient;
+use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::ttrpc;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::util::write_address;
+use containerd_shim::{Config, Error as ShimError, ExitSignal, Flags, StartOpts};
+
+use crate::backend::{self, TaskBackend};
+use crate::config::ShimConfig;
+use crate::ledger_entry;
+use crate::prepare::LedgerPreparer;
+use crate::proxy::ProxyTask;
+use crate::spec_rewrite;
+
+/// The runtime type containerd knows this shim by.
+pub const RUNTIME_ID: &str = "io.containerd.hami.v2";
+/// Environment variable through which `start` tells the daemon where the backend listens.
+const BACKEND_ADDRESS_ENV: &str = "HAMI_BACKEND_ADDRESS";
+/// File, in each container's bundle, naming the backend's address (for `delete` after a crash).
+const BACKEND_ADDRESS_FILE: &str = "hami-backend-address";
+/// Seconds `delete` waits for a killed container to exit before asking the backend to delete it.
+const CLEANUP_WAIT_NS: i64 = 10_000_000_000;
+
+/// The shim, as containerd runs it.
+pub struct HamiShim {
+    flags: ShimFlags,
+    exit: Arc<ExitSignal>,
+}
+
+/// The command-line flags this shim needs again later (containerd's [`Flags`] is not `Clone`).
+#[derive(Debug, Clone)]
+struct ShimFlags {
+    namespace: String,
+    id: String,
+    bundle: String,
+    address: String,
+    publish_binary: String,
+    debug: bool,
+}
+
+impl containerd_shim::Shim for HamiShim {
+    type T = ProxyTask<BackendClient, LedgerPreparer>;
+
+    fn new(_runtime_id: &str, args: &Flags, config: &mut Config) -> Self {
+        if let Ok(shim_config) = ShimConfig::load() {
+            config.default_log_level = shim_config.log_filter().to_string().to_lowercase();
+        }
+        Self {
+            flags: ShimFlags {
+                namespace: args.namespace.clone(),
+                id: args.id.clone(),
+                bundle: args.bundle.clone(),
+                address: args.address.clone(),
+                publish_binary: args.publish_binary.clone(),
+                debug: args.debug,
+            },
+            exit: Arc::new(ExitSignal::default()),
+        }
+    }
+
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let config = ShimConfig::load().map_err(|e| ShimError::Other(e.to_string()))?;
+        let bundle =
+            std::env::current_dir().map_err(|e| ShimError::Other(format!("bundle: {e}")))?;
+        let grouping = spec_rewrite::read_spec(&bundle)
+            .ok()
+            .and_then(|spec| spec_rewrite::annotations(&spec).remove(spec_rewrite::CRI_SANDBOX_ID))
+            .unwrap_or_else(|| opts.id.clone());
+        let backend_address = start_backend(&config.backend_shim, &self.flags)?;
+        let (_, address) = containerd_shim::spawn(
+            opts,
+            &format!("{grouping}-hami"),
+            vec![(BACKEND_ADDRESS_ENV, backend_address.as_str())],
+        )?;
+        // The backend wrote its own address into the bundle; containerd reconnects through this
+        // file after a restart, and must reach the proxy, not the backend.
+        write_address(&address)?;
+        record_backend_address(&bundle, &backend_address);
+        Ok(address)
+    }
+
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let bundle = if self.flags.bundle.is_empty() {
+            std::env::current_dir().map_err(|e| ShimError::Other(format!("bundle: {e}")))?
+        } else {
+            PathBuf::from(&self.flags.bundle)
+        };
+        let config = ShimConfig::load().unwrap_or_default();
+        let response = delete_through_backend(&bundle, &self.flags.id).or_else(|e| {
+            log::warn!(
+                "container {}: backend unreachable ({e}), running its delete",
+                self.flags.id
+            );
+            delete_with_backend_binary(&config.backend_shim, &self.flags, &bundle)
+        });
+        if let Err(e) = ledger_entry::remove_entry(&config.ledger_dir, &self.flags.id) {
+            log::warn!("container {}: {e}", self.flags.id);
+        }
+        response
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
+        let address = std::env::var(BACKEND_ADDRESS_ENV).unwrap_or_default();
+        let backend = BackendClient::new(address.clone());
+        let on_bundle = Box::new(move |bundle: &Path| record_backend_address(bundle, &address));
+        ProxyTask::new(backend, LedgerPreparer, self.exit.clone(), on_bundle)
+    }
+}
+
+fn record_backend_address(bundle: &Path, address: &str) {
+    if let Err(e) = std::fs::write(bundle.join(BACKEND_ADDRESS_FILE), address) {
+        log::warn!("cannot record backend address in {}: {e}", bundle.display());
+    }
+}
+
+/// Base arguments of the backend shim, as containerd would pass them.
+fn backend_command(binary: &Path, flags: &ShimFlags) -> Command {
+    let mut command = Command::new(binary);
+    command.args([
+        "-namespace",
+        &flags.namespace,
+        "-address",
+        &flags.address,
+        "-publish-binary",
+        &flags.publish_binary,
+        "-id",
+        &flags.id,
+    ]);
+    if flags.debug {
+        command.arg("-debug");
+    }
+    command
+}
+
+/// Runs the backend's `start`; returns the address it listens on.
+///
+/// Its stdin is empty so that CRI's `runtimeoptions.v1.Options`, which the runc shim cannot
+/// decode, never reach it; its stderr is captured, since anything this process writes to stderr
+/// would corrupt the address containerd reads.
+fn start_backend(binary: &Path, flags: &ShimFlags) -> containerd_shim::Result<String> {
+    let output = backend_command(binary, flags)
+        .arg("start")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| {
+            ShimError::Other(format!("cannot run backend shim {}: {e}", binary.display()))
+        })?;
+    if !output.status.success() {
+        return Err(ShimError::Other(format!(
+            "backend shim {} start failed ({}): {}",
+            binary.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Kills and deletes the container through the running backend, then lets it exit if idle.
+fn delete_through_backend(bundle: &Path, id: &str) -> Result<DeleteResponse, String> {
+    let address = std::fs::read_to_string(bundle.join(BACKEND_ADDRESS_FILE))
+        .map_err(|e| format!("no backend address: {e}"))?;
+    let client = backend::connect(address.trim()).map_err(|e| e.to_string())?;
+    let kill = KillRequest {
+        id: id.to_owned(),
+        signal: 9,
+        all: true,
+        ..Default::default()
+    };
+    if let Err(e) = client.kill(ttrpc::context::with_timeout(CLEANUP_WAIT_NS), &kill) {
+        log::debug!("container {id}: kill: {e}");
+    }
+    let wait = WaitRequest {
+        id: id.to_owned(),
+        ..Default::default()
+    };
+    if let Err(e) = client.wait(ttrpc::context::with_timeout(CLEANUP_WAIT_NS), &wait) {
+        log::debug!("container {id}: wait: {e}");
+    }
+    let delete = DeleteRequest {
+        id: id.to_owned(),
+        ..Default::default()
+    };
+    let response = client
+        .delete(ttrpc::context::with_timeout(CLEANUP_WAIT_NS), &delete)
+        .map_err(|e| e.to_string())?;
+    // The runc shim ignores Shutdown while it still has containers, so this only ends an idle one.
+    let _ = client.shutdown(
+        ttrpc::context::with_timeout(CLEANUP_WAIT_NS),
+        &ShutdownRequest::default(),
+    );
+    Ok(response)
+}
+
+/// Runs the backend binary's own `delete` (the backend daemon is gone too).
+fn delete_with_backend_binary(
+    binary: &Path,
+    flags: &ShimFlags,
+    bundle: &Path,
+) -> containerd_shim::Result<DeleteResponse> {
+    let output = backend_command(binary, flags)
+        .arg("-bundle")
+        .arg(bundle)
+        .arg("delete")
+        .current_dir(bundle)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ShimError::Other(format!("cannot run backend shim delete: {e}")))?;
+    if !output.status.success() {
+        return Err(ShimError::Other(format!(
+            "backend shim delete failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(DeleteResponse::parse_from_bytes(&output.stdout)?)
+}
+
+/// The backend's Task client, connected on first use (and again if the connection broke).
+pub struct BackendClient {
+    address: String,
+    client: Mutex<Option<TaskClient>>,
+}
+
+impl BackendClient {
+    fn new(address: String) -> Self {
+        Self {
+            address,
+            client: Mutex::new(None),
+        }
+    }
+
+    fn client(&self) -> ttrpc::Result<TaskClient> {
+        let mut slot = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = backend::connect(&self.address)?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+}
+
+macro_rules! forward_to_client {
+    ($($method:ident($request:ty) -> $response:ty;)*) => {
+        impl TaskBackend for BackendClient {
+            $(
+                fn $method(&self, request: &$request) -> ttrpc::Result<$response> {
+                    TaskBackend::$method(&self.client()?, request)
+                }
+            )*
+        }
+    };
+}
+
+use containerd_shim::api::{
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
+    CreateTaskResponse, Empty, ExecProcessRequest, PauseRequest, PidsRequest, PidsResponse,
+    ResizePtyRequest, ResumeRequest, StartRequest, StartResponse, StateRequest, StateResponse,
+    StatsRequest, StatsResponse, UpdateTaskRequest, WaitResponse,
+};
+
+forward_to_client! {
+    state(StateRequest) -> StateResponse;
+    create(CreateTaskRequest) -> CreateTaskResponse;
+    start(StartRequest) -> StartResponse;
+    delete(DeleteRequest) -> DeleteResponse;
+    pids(PidsRequest) -> PidsResponse;
+    pause(PauseRequest) -> Empty;
+    resume(ResumeRequest) -> Empty;
+    checkpoint(CheckpointTaskRequest) -> Empty;
+    kill(KillRequest) -> Empty;
+    exec(ExecProcessRequest) -> Empty;
+    resize_pty(ResizePtyRequest) -> Empty;
+    close_io(CloseIORequest) -> Empty;
+    update(UpdateTaskRequest) -> Empty;
+    wait(WaitRequest) -> WaitResponse;
+    stats(StatsRequest) -> StatsResponse;
+    connect(ConnectRequest) -> ConnectResponse;
+    shutdown(ShutdownRequest) -> Empty;
+}
