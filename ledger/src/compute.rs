@@ -30,7 +30,11 @@
 //! while no other slot shows recent demand; a normal-priority container yields while a
 //! high-priority slot shows recent demand.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use thiserror::Error;
 
 /// Words per compute cell (both kinds), fixed by the ledger layout.
 pub const COMPUTE_WORDS: usize = 16;
@@ -162,7 +166,10 @@ impl<'a> Budget<'a> {
 
     /// The container's contention slot on this device, as recorded by the host publisher.
     pub fn contention_slot(&self) -> Option<ContentionSlot> {
-        match self.word(usage_word::CONTENTION_SLOT).load(Ordering::Acquire) {
+        match self
+            .word(usage_word::CONTENTION_SLOT)
+            .load(Ordering::Acquire)
+        {
             0 => None,
             n if n as usize > CONTENTION_SLOTS => Some(ContentionSlot::Overflow),
             n => Some(ContentionSlot::Own(n as usize - 1)),
@@ -175,7 +182,8 @@ impl<'a> Budget<'a> {
             ContentionSlot::Own(i) => i as u64 + 1,
             ContentionSlot::Overflow => CONTENTION_SLOTS as u64 + 1,
         };
-        self.word(usage_word::CONTENTION_SLOT).store(value, Ordering::Release);
+        self.word(usage_word::CONTENTION_SLOT)
+            .store(value, Ordering::Release);
     }
 
     /// Credits the time elapsed since the last refill at `rate_ppm`; one caller wins per instant.
@@ -218,7 +226,8 @@ impl<'a> Budget<'a> {
             .word(usage_word::DEBITED)
             .fetch_add(cost_ns, Ordering::AcqRel)
             .saturating_add(cost_ns);
-        self.word(usage_word::LAUNCHES).fetch_add(1, Ordering::Relaxed);
+        self.word(usage_word::LAUNCHES)
+            .fetch_add(1, Ordering::Relaxed);
         if self.word(usage_word::REFILLED).load(Ordering::Acquire) >= claim_end {
             Admission::Go
         } else {
@@ -242,14 +251,16 @@ impl<'a> Budget<'a> {
 
     /// Debits device time the estimates missed (measured above estimated).
     pub fn debit_correction(&self, ns: u64) {
-        self.word(usage_word::DEBITED).fetch_add(ns, Ordering::AcqRel);
+        self.word(usage_word::DEBITED)
+            .fetch_add(ns, Ordering::AcqRel);
         self.word(usage_word::CORRECTION_DEBITED)
             .fetch_add(ns, Ordering::Relaxed);
     }
 
     /// Credits device time the estimates over-charged; returns true (waiters should be woken).
     pub fn credit_correction(&self, ns: u64) -> bool {
-        self.word(usage_word::REFILLED).fetch_add(ns, Ordering::AcqRel);
+        self.word(usage_word::REFILLED)
+            .fetch_add(ns, Ordering::AcqRel);
         self.word(usage_word::CORRECTION_CREDITED)
             .fetch_add(ns, Ordering::Relaxed);
         ns > 0
@@ -282,7 +293,8 @@ impl<'a> Budget<'a> {
 
     /// Publishes the cumulative measured busy ns.
     pub fn set_measured_ns(&self, ns: u64) {
-        self.word(usage_word::MEASURED_NS).store(ns, Ordering::Release);
+        self.word(usage_word::MEASURED_NS)
+            .store(ns, Ordering::Release);
     }
 
     /// The learned per-launch estimate (0 = none yet).
@@ -304,7 +316,8 @@ impl<'a> Budget<'a> {
 
     /// Monotonic ns of the container's last launch attempt (0 = never).
     pub fn last_demand_ns(&self) -> u64 {
-        self.word(usage_word::LAST_DEMAND_NS).load(Ordering::Relaxed)
+        self.word(usage_word::LAST_DEMAND_NS)
+            .load(Ordering::Relaxed)
     }
 
     /// Marks demand at `now_ns` without claiming (a thread that yields still wants the device).
@@ -326,16 +339,17 @@ impl<'a> Budget<'a> {
 
     /// Counts a thread going to sleep on the wake word.
     pub fn waiter_enter(&self) {
-        self.word(usage_word::WAITERS).fetch_add(1, Ordering::SeqCst);
+        self.word(usage_word::WAITERS)
+            .fetch_add(1, Ordering::SeqCst);
     }
 
     /// Counts a thread leaving its sleep (saturating: a dead sleeper never underflows it).
     pub fn waiter_leave(&self) {
-        let _ = self.word(usage_word::WAITERS).fetch_update(
-            Ordering::SeqCst,
-            Ordering::Relaxed,
-            |n| Some(n.saturating_sub(1)),
-        );
+        let _ =
+            self.word(usage_word::WAITERS)
+                .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
     }
 
     /// Bumps the wake sequence; returns true when someone may be sleeping (then call FUTEX_WAKE).
@@ -381,19 +395,112 @@ pub enum ContentionSlot {
     Overflow,
 }
 
-/// A device's contention view: over the node part's cell.
+/// Read access to a device's contention words: a writable cell on the host, or a read-only
+/// node part inside a container (where no reference to the cell may be handed out, so that
+/// nothing can ever store through the read-only mapping).
+pub trait ContentionWords: Sync {
+    /// The value of word `index` (0 when out of range).
+    fn load(&self, index: usize) -> u64;
+}
+
+impl ContentionWords for [AtomicU64; COMPUTE_WORDS] {
+    fn load(&self, index: usize) -> u64 {
+        self.get(index).map_or(0, |w| w.load(Ordering::Acquire))
+    }
+}
+
+impl ContentionWords for crate::DeviceContention {
+    fn load(&self, index: usize) -> u64 {
+        self.words.load(index)
+    }
+}
+
+/// One device's contention words read through a (possibly read-only) node part.
+pub struct NodeContentionWords<'a> {
+    node: &'a crate::NodeLedger,
+    dev: usize,
+}
+
+impl<'a> NodeContentionWords<'a> {
+    /// Device `dev` of `node`.
+    pub fn new(node: &'a crate::NodeLedger, dev: usize) -> Self {
+        Self { node, dev }
+    }
+}
+
+impl ContentionWords for NodeContentionWords<'_> {
+    fn load(&self, index: usize) -> u64 {
+        self.node.contention_word(self.dev, index).unwrap_or(0)
+    }
+}
+
+/// A device's contention view, read side: what a container's limiter consults.
 #[derive(Clone, Copy)]
 pub struct Contention<'a> {
-    words: &'a [AtomicU64; COMPUTE_WORDS],
+    words: &'a dyn ContentionWords,
 }
 
 impl<'a> Contention<'a> {
-    /// Views `words` (a node-part contention cell).
+    /// Views `words` (a node-part contention cell, however it is mapped).
+    pub fn new(words: &'a dyn ContentionWords) -> Self {
+        Self { words }
+    }
+
+    /// True when a container other than the one in `own` showed demand within `window_ns`.
+    ///
+    /// Overflow demand always counts as someone else's, so a container without a slot of its
+    /// own never bursts: the safe side.
+    pub fn others_demand(&self, own: Option<ContentionSlot>, now_ns: u64, window_ns: u64) -> bool {
+        let recent = |t: u64| t != 0 && now_ns.saturating_sub(t) <= window_ns;
+        if recent(self.words.load(contention_word::OVERFLOW_DEMAND_NS)) {
+            return true;
+        }
+        let claimed = self.words.load(contention_word::CLAIMED);
+        (0..CONTENTION_SLOTS).any(|i| {
+            own != Some(ContentionSlot::Own(i))
+                && claimed & (1 << i) != 0
+                && recent(self.words.load(contention_word::SLOT_BASE + i))
+        })
+    }
+
+    /// Latest demand (monotonic ns, 0 = never) of a high-priority container other than `own`.
+    pub fn latest_high_demand(&self, own: Option<ContentionSlot>) -> u64 {
+        let claimed = self.words.load(contention_word::CLAIMED);
+        let high = self.words.load(contention_word::HIGH) & claimed;
+        let from_slots = (0..CONTENTION_SLOTS)
+            .filter(|&i| own != Some(ContentionSlot::Own(i)) && high & (1 << i) != 0)
+            .map(|i| self.words.load(contention_word::SLOT_BASE + i))
+            .max()
+            .unwrap_or(0);
+        // High containers without a slot are visible through the shared high word only.
+        from_slots.max(self.words.load(contention_word::HIGH_DEMAND_NS))
+    }
+
+    /// Number of containers holding a slot.
+    pub fn claimed_slots(&self) -> u32 {
+        self.words.load(contention_word::CLAIMED).count_ones()
+    }
+}
+
+/// A device's contention cell, write side: host components only (the node part is read-only
+/// inside containers).
+#[derive(Clone, Copy)]
+pub struct ContentionCell<'a> {
+    words: &'a [AtomicU64; COMPUTE_WORDS],
+}
+
+impl<'a> ContentionCell<'a> {
+    /// Over a writable contention cell.
     pub fn new(words: &'a [AtomicU64; COMPUTE_WORDS]) -> Self {
         Self { words }
     }
 
-    /// Claims a slot for a container (host side). `high` marks a high-priority container.
+    /// The read side of the same cell.
+    pub fn view(&self) -> Contention<'a> {
+        Contention::new(self.words)
+    }
+
+    /// Claims a slot for a container. `high` marks a high-priority container.
     pub fn claim_slot(&self, high: bool) -> ContentionSlot {
         let claimed = &self.words[contention_word::CLAIMED];
         let mut bits = claimed.load(Ordering::Acquire);
@@ -422,7 +529,7 @@ impl<'a> Contention<'a> {
         }
     }
 
-    /// Gives a slot back (host side, when the container ends).
+    /// Gives a slot back, when the container ends.
     pub fn release_slot(&self, slot: ContentionSlot) {
         if let ContentionSlot::Own(i) = slot {
             self.words[contention_word::SLOT_BASE + i].store(0, Ordering::Release);
@@ -431,7 +538,7 @@ impl<'a> Contention<'a> {
         }
     }
 
-    /// Publishes a container's last demand time into its slot (host side).
+    /// Publishes a container's last demand time into its slot.
     pub fn publish_demand(&self, slot: ContentionSlot, high: bool, last_demand_ns: u64) {
         let word = match slot {
             ContentionSlot::Own(i) => contention_word::SLOT_BASE + i,
@@ -442,48 +549,132 @@ impl<'a> Contention<'a> {
             self.words[contention_word::HIGH_DEMAND_NS].fetch_max(last_demand_ns, Ordering::AcqRel);
         }
     }
+}
 
-    /// True when a container other than the one in `own` showed demand within `window_ns`.
-    ///
-    /// Overflow demand always counts as someone else's, so a container without a slot of its
-    /// own never bursts: the safe side.
-    pub fn others_demand(&self, own: Option<ContentionSlot>, now_ns: u64, window_ns: u64) -> bool {
-        let recent = |t: u64| t != 0 && now_ns.saturating_sub(t) <= window_ns;
-        if recent(self.words[contention_word::OVERFLOW_DEMAND_NS].load(Ordering::Acquire)) {
-            return true;
+/// Period of the host publisher: demand reaches the node view this fast.
+pub const PUBLISH_PERIOD: Duration = Duration::from_millis(2);
+
+/// The host publisher cannot serve a container.
+#[derive(Debug, Error)]
+pub enum PublishError {
+    #[error("node part {path}: {source}")]
+    Node {
+        path: PathBuf,
+        #[source]
+        source: crate::NodeError,
+    },
+    #[error("device {uuid} of container {container_id} is not in the node part {path}")]
+    UnknownDevice {
+        uuid: String,
+        container_id: String,
+        path: PathBuf,
+    },
+    #[error("usage part {path} has no compute cell for the container's device {dev}")]
+    MissingCell { path: PathBuf, dev: usize },
+}
+
+/// Host side: copies one container's demand into the node part's contention cells, so that
+/// `burst` neighbours fall back to their caps and normal-priority neighbours yield to it.
+///
+/// Slots are claimed on [`ContentionPublisher::new`] and given back on drop; the slot number
+/// is also written into the container's compute cell so its limiter can tell itself apart.
+pub struct ContentionPublisher<'a> {
+    devices: Vec<PublishedDevice<'a>>,
+}
+
+struct PublishedDevice<'a> {
+    cell: ContentionCell<'a>,
+    budget: Budget<'a>,
+    slot: ContentionSlot,
+    high: bool,
+}
+
+impl<'a> ContentionPublisher<'a> {
+    /// Claims a contention slot on every device of `limits` (node part opened writable).
+    pub fn new(
+        node: &'a crate::NodeLedger,
+        usage: &'a crate::UsageLedger,
+        limits: &crate::ContainerLimits,
+    ) -> Result<Self, PublishError> {
+        let mut devices = Vec::with_capacity(limits.devices.len());
+        for (dev, limit) in limits.devices.iter().enumerate() {
+            let node_dev =
+                node.device_by_uuid(&limit.uuid)
+                    .ok_or_else(|| PublishError::UnknownDevice {
+                        uuid: limit.uuid.clone(),
+                        container_id: limits.container_id.clone(),
+                        path: node.path().to_owned(),
+                    })?;
+            let contention = node
+                .contention_cell(node_dev)
+                .map_err(|source| PublishError::Node {
+                    path: node.path().to_owned(),
+                    source,
+                })?
+                .ok_or_else(|| PublishError::UnknownDevice {
+                    uuid: limit.uuid.clone(),
+                    container_id: limits.container_id.clone(),
+                    path: node.path().to_owned(),
+                })?;
+            let compute = usage
+                .compute_cell(dev)
+                .ok_or_else(|| PublishError::MissingCell {
+                    path: usage.path().to_owned(),
+                    dev,
+                })?;
+            let high = limit.priority == crate::Priority::High;
+            let cell = ContentionCell::new(&contention.words);
+            let slot = cell.claim_slot(high);
+            let budget = Budget::new(&compute.words);
+            budget.set_contention_slot(slot);
+            devices.push(PublishedDevice {
+                cell,
+                budget,
+                slot,
+                high,
+            });
         }
-        let claimed = self.words[contention_word::CLAIMED].load(Ordering::Acquire);
-        (0..CONTENTION_SLOTS).any(|i| {
-            own != Some(ContentionSlot::Own(i))
-                && claimed & (1 << i) != 0
-                && recent(self.words[contention_word::SLOT_BASE + i].load(Ordering::Acquire))
-        })
+        Ok(Self { devices })
     }
 
-    /// Latest demand (monotonic ns, 0 = never) of a high-priority container other than `own`.
-    pub fn latest_high_demand(&self, own: Option<ContentionSlot>) -> u64 {
-        let claimed = self.words[contention_word::CLAIMED].load(Ordering::Acquire);
-        let high = self.words[contention_word::HIGH].load(Ordering::Acquire) & claimed;
-        let slots = (0..CONTENTION_SLOTS)
-            .filter(|&i| own != Some(ContentionSlot::Own(i)) && high & (1 << i) != 0)
-            .map(|i| self.words[contention_word::SLOT_BASE + i].load(Ordering::Acquire))
-            .max()
-            .unwrap_or(0);
-        // High containers without a slot are visible through the shared high word only.
-        slots.max(self.high_demand_ns())
+    /// Copies the container's current demand into the node view (a few atomics per device).
+    pub fn publish_once(&self) {
+        for d in &self.devices {
+            let last = d.budget.last_demand_ns();
+            if last != 0 {
+                d.cell.publish_demand(d.slot, d.high, last);
+            }
+        }
     }
 
-    /// Monotonic ns of the last demand of a high-priority container without a slot (0 = never).
-    pub fn high_demand_ns(&self) -> u64 {
-        self.words[contention_word::HIGH_DEMAND_NS].load(Ordering::Acquire)
+    /// Publishes every [`PUBLISH_PERIOD`] until `stop` is set (run it in a thread).
+    pub fn run_until(&self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            self.publish_once();
+            std::thread::sleep(PUBLISH_PERIOD);
+        }
+        self.publish_once();
     }
+}
 
-    /// Number of containers holding a slot.
-    pub fn claimed_slots(&self) -> u32 {
-        self.words[contention_word::CLAIMED]
-            .load(Ordering::Acquire)
-            .count_ones()
+impl Drop for ContentionPublisher<'_> {
+    fn drop(&mut self) {
+        for d in &self.devices {
+            d.cell.release_slot(d.slot);
+        }
     }
+}
+
+/// Host side, one call: publishes `limits`' container's demand until `stop` is set, then gives
+/// its slots back. What `hami run` and the shim run in a thread beside the container.
+pub fn publish_contention(
+    node: &crate::NodeLedger,
+    usage: &crate::UsageLedger,
+    limits: &crate::ContainerLimits,
+    stop: &AtomicBool,
+) -> Result<(), PublishError> {
+    ContentionPublisher::new(node, usage, limits)?.run_until(stop);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -563,44 +754,50 @@ mod tests {
     #[test]
     fn burst_sees_others_but_not_itself() {
         let words = cell();
-        let contention = Contention::new(&words);
-        let me = contention.claim_slot(false);
-        let other = contention.claim_slot(false);
+        let cell = ContentionCell::new(&words);
+        let me = cell.claim_slot(false);
+        let other = cell.claim_slot(false);
         assert_ne!(me, other);
-        contention.publish_demand(me, false, 1_000);
-        assert!(!contention.others_demand(Some(me), 1_100, 500));
-        contention.publish_demand(other, false, 1_050);
-        assert!(contention.others_demand(Some(me), 1_100, 500));
-        assert!(!contention.others_demand(Some(me), 2_000, 500));
-        contention.release_slot(other);
-        assert_eq!(contention.claimed_slots(), 1);
+        cell.publish_demand(me, false, 1_000);
+        assert!(!cell.view().others_demand(Some(me), 1_100, 500));
+        cell.publish_demand(other, false, 1_050);
+        assert!(cell.view().others_demand(Some(me), 1_100, 500));
+        assert!(!cell.view().others_demand(Some(me), 2_000, 500));
+        cell.release_slot(other);
+        assert_eq!(cell.view().claimed_slots(), 1);
     }
 
     #[test]
     fn high_demand_is_seen_by_others_only() {
         let words = cell();
-        let contention = Contention::new(&words);
-        let high = contention.claim_slot(true);
-        let low = contention.claim_slot(false);
-        contention.publish_demand(high, true, 500);
-        contention.publish_demand(low, false, 900);
-        assert_eq!(contention.latest_high_demand(Some(low)), 500);
-        assert_eq!(contention.latest_high_demand(Some(high)), 0);
-        contention.release_slot(high);
-        assert_eq!(contention.latest_high_demand(Some(low)), 0);
+        let cell = ContentionCell::new(&words);
+        let high = cell.claim_slot(true);
+        let low = cell.claim_slot(false);
+        cell.publish_demand(high, true, 500);
+        cell.publish_demand(low, false, 900);
+        assert_eq!(cell.view().latest_high_demand(Some(low)), 500);
+        assert_eq!(cell.view().latest_high_demand(Some(high)), 0);
+        cell.release_slot(high);
+        assert_eq!(cell.view().latest_high_demand(Some(low)), 0);
     }
 
     #[test]
     fn slots_run_out_into_overflow() {
         let words = cell();
-        let contention = Contention::new(&words);
+        let cell = ContentionCell::new(&words);
         for _ in 0..CONTENTION_SLOTS {
-            assert!(matches!(contention.claim_slot(false), ContentionSlot::Own(_)));
+            assert!(matches!(cell.claim_slot(false), ContentionSlot::Own(_)));
         }
-        assert_eq!(contention.claim_slot(true), ContentionSlot::Overflow);
-        contention.publish_demand(ContentionSlot::Overflow, true, 7);
-        assert_eq!(contention.latest_high_demand(Some(ContentionSlot::Own(0))), 7);
-        assert!(contention.others_demand(Some(ContentionSlot::Own(0)), 8, 10));
+        assert_eq!(cell.claim_slot(true), ContentionSlot::Overflow);
+        cell.publish_demand(ContentionSlot::Overflow, true, 7);
+        assert_eq!(
+            cell.view().latest_high_demand(Some(ContentionSlot::Own(0))),
+            7
+        );
+        assert!(
+            cell.view()
+                .others_demand(Some(ContentionSlot::Own(0)), 8, 10)
+        );
     }
 
     #[test]
@@ -618,6 +815,61 @@ mod tests {
         });
         assert_eq!(budget.estimated_total_ns(), 4 * 10_000 * 3);
         assert_eq!(budget.launches(), 40_000);
+    }
+
+    #[test]
+    fn publisher_shows_a_container_to_its_neighbours_and_leaves_cleanly() {
+        use crate::{ComputePolicy, ContainerLimits, DeviceInfo, DeviceLimit, Priority, Vendor};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let device = DeviceInfo {
+            uuid: "GPU-compute-test".into(),
+            index: 0,
+            vendor: Vendor::Nvidia,
+            total_memory: 1 << 30,
+            compute_units: 8,
+        };
+        let node_path = dir.path().join("node.ledger");
+        let node = crate::NodeLedger::create(&node_path, &[device]).expect("node part");
+        let limits = |id: &str, priority| ContainerLimits {
+            container_id: id.into(),
+            devices: vec![DeviceLimit {
+                uuid: "GPU-compute-test".into(),
+                memory_limit: None,
+                compute_percent: Some(30),
+                policy: ComputePolicy::Hard,
+                priority,
+            }],
+        };
+        let usage_of = |name: &str| {
+            let path = dir.path().join(name);
+            crate::UsageLedger::create(&path, 1).expect("usage part");
+            crate::UsageLedger::attach(&path).expect("attach")
+        };
+        let (usage_a, usage_b) = (usage_of("a.usage"), usage_of("b.usage"));
+        let reader = crate::NodeLedger::open(&node_path).expect("read-only node part");
+        let view_words = NodeContentionWords::new(&reader, 0);
+        let view = Contention::new(&view_words);
+        {
+            let high = ContentionPublisher::new(&node, &usage_a, &limits("a", Priority::High))
+                .expect("publisher a");
+            let low = ContentionPublisher::new(&node, &usage_b, &limits("b", Priority::Normal))
+                .expect("publisher b");
+            assert_eq!(view.claimed_slots(), 2);
+            let budget_a = Budget::new(&usage_a.compute_cell(0).expect("cell").words);
+            let budget_b = Budget::new(&usage_b.compute_cell(0).expect("cell").words);
+            let _ = budget_a.claim(1, 5_000_000, PPM);
+            high.publish_once();
+            low.publish_once();
+            let own_b = budget_b.contention_slot();
+            assert_eq!(view.latest_high_demand(own_b), 5_000_000);
+            assert!(view.others_demand(own_b, 5_000_001, 1_000));
+            assert!(!view.others_demand(budget_a.contention_slot(), 5_000_001, 1_000));
+        }
+        assert_eq!(
+            view.claimed_slots(),
+            0,
+            "dropped publishers give their slots back"
+        );
     }
 
     proptest::proptest! {

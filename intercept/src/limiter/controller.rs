@@ -77,7 +77,11 @@ impl Controller {
         let others_want_it = contention.is_none_or(|c| {
             c.others_demand(budget.contention_slot(), now_ns, BURST_YIELD_WINDOW_NS)
         });
-        let rate = if burst && !others_want_it { PPM } else { cap_ppm };
+        let rate = if burst && !others_want_it {
+            PPM
+        } else {
+            cap_ppm
+        };
         step.wake |= budget.set_rate_ppm(rate);
         step.rate_ppm = rate;
         step

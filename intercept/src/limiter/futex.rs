@@ -63,7 +63,12 @@ pub fn wake_all(word: &AtomicU64) {
     // SAFETY: the address is a live, aligned AtomicU64; FUTEX_WAKE does not dereference it
     // beyond hashing the mapping it belongs to.
     unsafe {
-        libc::syscall(libc::SYS_futex, futex_addr(word), libc::FUTEX_WAKE, i32::MAX);
+        libc::syscall(
+            libc::SYS_futex,
+            futex_addr(word),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+        );
     }
 }
 
@@ -127,7 +132,10 @@ mod tests {
             word.fetch_add(1, Ordering::SeqCst);
             wake_all(&word);
             let slept = sleeper.join().expect("sleeper thread");
-            assert!(slept < 5_000_000_000, "slept {slept} ns despite the wake-up");
+            assert!(
+                slept < 5_000_000_000,
+                "slept {slept} ns despite the wake-up"
+            );
         });
     }
 

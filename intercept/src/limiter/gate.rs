@@ -133,7 +133,11 @@ impl<'a> DeviceGate<'a> {
         let own = self.budget.contention_slot();
         let active_until = || {
             let last = contention.latest_high_demand(own);
-            if last == 0 { 0 } else { last + HIGH_ACTIVE_WINDOW_NS }
+            if last == 0 {
+                0
+            } else {
+                last + HIGH_ACTIVE_WINDOW_NS
+            }
         };
         if active_until() <= start {
             return 0;

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hami_ledger::compute::{Budget, COMPUTE_WORDS, Contention, ContentionSlot, PPM};
+use hami_ledger::compute::{Budget, COMPUTE_WORDS, ContentionCell, ContentionSlot, PPM};
 
 use super::controller::Controller;
 use super::futex::{monotonic_ns, wake_all};
@@ -62,12 +62,15 @@ fn run_kernel(device: &Mutex<()>, length: Duration) -> u64 {
 fn shares(tenants: &[Tenant], warmup: Duration, window: Duration) -> Vec<f64> {
     let device = Mutex::new(());
     let node = std::array::from_fn::<_, COMPUTE_WORDS, _>(|_| AtomicU64::new(0));
-    let contention = Contention::new(&node);
+    let cell = ContentionCell::new(&node);
+    let contention = cell.view();
     let stop = AtomicBool::new(false);
     let slots: Vec<ContentionSlot> = tenants
         .iter()
         .map(|t| {
-            let slot = t.slot.unwrap_or_else(|| contention.claim_slot(t.config.high_priority));
+            let slot = t
+                .slot
+                .unwrap_or_else(|| cell.claim_slot(t.config.high_priority));
             Budget::new(&t.cell).set_contention_slot(slot);
             slot
         })
@@ -76,7 +79,8 @@ fn shares(tenants: &[Tenant], warmup: Duration, window: Duration) -> Vec<f64> {
         for tenant in tenants {
             for _ in 0..tenant.threads {
                 s.spawn(|| {
-                    let gate = DeviceGate::new(Budget::new(&tenant.cell), Some(contention), tenant.config);
+                    let gate =
+                        DeviceGate::new(Budget::new(&tenant.cell), Some(contention), tenant.config);
                     while !stop.load(Ordering::Relaxed) {
                         gate.admit();
                         let busy = run_kernel(&device, tenant.kernel);
@@ -91,9 +95,14 @@ fn shares(tenants: &[Tenant], warmup: Duration, window: Duration) -> Vec<f64> {
             let mut controllers = vec![Controller::default(); tenants.len()];
             while !stop.load(Ordering::Relaxed) {
                 let now = monotonic_ns();
-                for ((tenant, controller), slot) in tenants.iter().zip(&mut controllers).zip(&slots) {
+                for ((tenant, controller), slot) in tenants.iter().zip(&mut controllers).zip(&slots)
+                {
                     let budget = Budget::new(&tenant.cell);
-                    contention.publish_demand(*slot, tenant.config.high_priority, budget.last_demand_ns());
+                    cell.publish_demand(
+                        *slot,
+                        tenant.config.high_priority,
+                        budget.last_demand_ns(),
+                    );
                     let step = controller.step(
                         budget,
                         Some(contention),
@@ -110,7 +119,10 @@ fn shares(tenants: &[Tenant], warmup: Duration, window: Duration) -> Vec<f64> {
             }
         });
         std::thread::sleep(warmup);
-        let before: Vec<u64> = tenants.iter().map(|t| t.busy_ns.load(Ordering::Relaxed)).collect();
+        let before: Vec<u64> = tenants
+            .iter()
+            .map(|t| t.busy_ns.load(Ordering::Relaxed))
+            .collect();
         let start = monotonic_ns();
         std::thread::sleep(window);
         let wall = (monotonic_ns() - start) as f64;
@@ -138,7 +150,11 @@ fn assert_near(measured: f64, cap_percent: u32, tolerance_pp: f64) {
 fn one_tenant_gets_its_cap() {
     for cap in [25, 60] {
         let tenant = Tenant::new(cap, Duration::from_millis(1));
-        let share = shares(&[tenant], Duration::from_millis(700), Duration::from_secs(2));
+        let share = shares(
+            &[tenant],
+            Duration::from_millis(700),
+            Duration::from_secs(2),
+        );
         assert_near(share[0], cap, 4.0);
     }
 }
@@ -172,7 +188,11 @@ fn burst_uses_the_idle_device_and_yields_to_a_neighbour() {
     let mut bursty = Tenant::new(30, Duration::from_millis(1));
     bursty.config.burst = true;
     let neighbour = Tenant::new(70, Duration::from_millis(1));
-    let share = shares(&[bursty, neighbour], Duration::from_millis(700), Duration::from_secs(2));
+    let share = shares(
+        &[bursty, neighbour],
+        Duration::from_millis(700),
+        Duration::from_secs(2),
+    );
     assert_near(share[0], 30, 5.0);
 }
 
@@ -188,7 +208,11 @@ fn high_priority_keeps_its_throughput_beside_a_saturating_low() {
     high.config.high_priority = true;
     high.threads = 1;
     let low = Tenant::new(100, Duration::from_millis(1));
-    let shared = shares(&[high, low], Duration::from_millis(300), Duration::from_secs(1))[0];
+    let shared = shares(
+        &[high, low],
+        Duration::from_millis(300),
+        Duration::from_secs(1),
+    )[0];
     assert!(
         shared >= 0.9 * solo,
         "high tenant kept {:.2} of its solo share {solo:.2}",
