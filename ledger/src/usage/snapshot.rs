@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use super::UsageLedger;
 use super::layout::{SlotState, SlotWord};
 
-/// One slot that is not free (or is free but, in a damaged file, not zeroed).
+/// One slot that has ever been used (never-used free slots are left out).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotSnapshot {
     pub index: usize,
@@ -45,8 +45,10 @@ impl UsageLedger {
                     .iter()
                     .map(|b| b.load(Ordering::Relaxed))
                     .collect();
-                let idle = word.state == SlotState::Free && used.iter().all(|&b| b == 0);
-                (!idle).then(|| SlotSnapshot {
+                let never_used = word.state == SlotState::Free
+                    && word.generation == 0
+                    && used.iter().all(|&b| b == 0);
+                (!never_used).then(|| SlotSnapshot {
                     index,
                     pid: record.pid.load(Ordering::Relaxed),
                     generation: word.generation,
