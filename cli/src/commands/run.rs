@@ -1,10 +1,248 @@
-//! `hami run` (placeholder until its owner fills it in).
+//! `hami run`: one program under libhami.so with a private ledger entry, no containerd needed.
+//!
+//! It does on one machine what the shim does for a container: record the node's devices, write
+//! the container's limits and an empty usage part, preload the library with the ledger paths in
+//! the environment, run the program, and remove the entry when the program ends.
 
-use clap::Args;
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use hami_ledger::paths::{ENV_LIMITS, ENV_NODE, ENV_USAGE, LedgerDir};
+use hami_ledger::{
+    ComputePolicy, ContainerLimits, DeviceInfo, DeviceLimit, Priority, UsageLedger, limits,
+};
+
+/// Environment variable that names libhami.so when it is not next to the `hami` executable.
+pub const ENV_LIBRARY: &str = "HAMI_LIBRARY";
 
 #[derive(Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Memory cap on each device: a Kubernetes quantity (`1Gi`, `512Mi`); a bare number is MiB.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Compute cap on each device, in percent of the device's busy time (1-100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    cores: Option<u32>,
+    /// How the compute cap applies.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Hard)]
+    policy: PolicyArg,
+    /// Scheduling priority against other tenants of the device.
+    #[arg(long, value_enum, default_value_t = PriorityArg::Normal)]
+    priority: PriorityArg,
+    /// Devices the program may use, by index or UUID, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    device: Vec<String>,
+    /// Ledger directory shared with other `hami run`s (default: a private temporary one).
+    #[arg(long)]
+    ledger_dir: Option<PathBuf>,
+    /// Container id of the ledger entry (default: `run-<pid>`).
+    #[arg(long)]
+    container_id: Option<String>,
+    /// Keep the ledger entry after the program exits, for inspection.
+    #[arg(long)]
+    keep: bool,
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<OsString>,
+}
 
-pub fn run(_args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyArg {
+    Hard,
+    Burst,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PriorityArg {
+    High,
+    Normal,
+    Low,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let library = library_path()?;
+    let memory_limit = args
+        .memory
+        .as_deref()
+        .map(|text| {
+            hami_ledger::quantity::parse_memory_bytes(text).with_context(|| {
+                format!("--memory {text:?}: expected a quantity such as 1Gi, 512Mi or 2048 (MiB)")
+            })
+        })
+        .transpose()?;
+
+    // A private directory disappears with the run; a shared one keeps other entries.
+    let private_dir = match &args.ledger_dir {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("hami-run-")
+                .tempdir()
+                .context("creating a private ledger directory")?,
+        ),
+    };
+    let root = match (&args.ledger_dir, &private_dir) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => dir.path().to_path_buf(),
+        (None, None) => unreachable!("one of the two is always set"),
+    };
+    let ledger = LedgerDir::new(&root);
+    let node_path = ledger.node();
+    let devices = hami_node::ensure_node_ledger(&node_path)?;
+    let chosen = select_devices(&devices, &args.device)?;
+
+    let container_id = args
+        .container_id
+        .clone()
+        .unwrap_or_else(|| format!("run-{}", std::process::id()));
+    let entry = Entry::create(&ledger, &container_id)?;
+    let limits = ContainerLimits {
+        container_id: container_id.clone(),
+        devices: chosen
+            .iter()
+            .map(|device| DeviceLimit {
+                uuid: device.uuid.clone(),
+                memory_limit,
+                compute_percent: args.cores,
+                policy: match args.policy {
+                    PolicyArg::Hard => ComputePolicy::Hard,
+                    PolicyArg::Burst => ComputePolicy::Burst,
+                },
+                priority: match args.priority {
+                    PriorityArg::High => Priority::High,
+                    PriorityArg::Normal | PriorityArg::Low => Priority::Normal,
+                },
+            })
+            .collect(),
+    };
+    limits::write(&entry.limits, &limits)
+        .with_context(|| format!("writing {}", entry.limits.display()))?;
+    UsageLedger::create(&entry.usage, chosen.len())
+        .with_context(|| format!("writing {}", entry.usage.display()))?;
+
+    let mut command = Command::new(&args.command[0]);
+    command
+        .args(&args.command[1..])
+        .env("LD_PRELOAD", preload_value(&library))
+        .env(ENV_NODE, &node_path)
+        .env(ENV_LIMITS, &entry.limits)
+        .env(ENV_USAGE, &entry.usage);
+    if !args.device.is_empty() {
+        let uuids: Vec<&str> = chosen.iter().map(|d| d.uuid.as_str()).collect();
+        command.env("CUDA_VISIBLE_DEVICES", uuids.join(","));
+    }
+    let status = wait_ignoring_interrupts(command)
+        .with_context(|| format!("starting {:?}", args.command[0]))?;
+
+    if args.keep {
+        eprintln!("hami run: ledger entry kept in {}", entry.dir.display());
+        if let Some(dir) = private_dir {
+            let _ = dir.keep();
+        }
+    } else {
+        entry.remove();
+    }
+    std::process::exit(match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 1,
+    })
+}
+
+/// libhami.so: `$HAMI_LIBRARY`, else next to this executable (both live in `target/release`).
+fn library_path() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(ENV_LIBRARY) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("locating the hami executable")?;
+    let path = exe.with_file_name("libhami.so");
+    if !path.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p hami-intercept` or set {ENV_LIBRARY}",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The library first, then whatever the caller already preloads.
+fn preload_value(library: &Path) -> OsString {
+    let mut value = library.as_os_str().to_owned();
+    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        value.push(":");
+        value.push(existing);
+    }
+    value
+}
+
+/// The devices named by `--device` (indices or UUIDs), or all of them.
+fn select_devices(devices: &[DeviceInfo], wanted: &[String]) -> anyhow::Result<Vec<DeviceInfo>> {
+    if devices.is_empty() {
+        bail!("no devices found on this node");
+    }
+    if wanted.is_empty() {
+        return Ok(devices.to_vec());
+    }
+    let mut chosen: Vec<DeviceInfo> = Vec::new();
+    for name in wanted {
+        let found = devices
+            .iter()
+            .find(|d| d.uuid == *name || name.parse::<u32>().is_ok_and(|i| i == d.index))
+            .with_context(|| {
+                let known: Vec<String> = devices
+                    .iter()
+                    .map(|d| format!("{} ({})", d.index, d.uuid))
+                    .collect();
+                format!("--device {name:?}: no such device; known: {}", known.join(", "))
+            })?;
+        if !chosen.iter().any(|d| d.uuid == found.uuid) {
+            chosen.push(found.clone());
+        }
+    }
+    Ok(chosen)
+}
+
+/// The container's directory and its two parts.
+struct Entry {
+    dir: PathBuf,
+    limits: PathBuf,
+    usage: PathBuf,
+}
+
+impl Entry {
+    fn create(ledger: &LedgerDir, container_id: &str) -> anyhow::Result<Self> {
+        let dir = ledger.container_dir(container_id)?;
+        if dir.exists() {
+            bail!(
+                "container id {container_id:?} is already in use in {} (pick another --container-id)",
+                ledger.root().display()
+            );
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self {
+            limits: ledger.limits(container_id)?,
+            usage: ledger.usage(container_id)?,
+            dir,
+        })
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs the program to completion. Like `system(3)`, the parent ignores the terminal's
+/// interrupt while the child runs, so Ctrl-C stops the program and `hami run` still cleans up.
+fn wait_ignoring_interrupts(mut command: Command) -> std::io::Result<std::process::ExitStatus> {
+    let mut child = command.spawn()?;
+    // SAFETY: SIG_IGN is a valid disposition and no Rust handler is replaced (none is installed).
+    let previous = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let status = child.wait();
+    // SAFETY: restores the disposition returned above.
+    unsafe { libc::signal(libc::SIGINT, previous) };
+    status
 }
