@@ -10,6 +10,8 @@ mod reclaim;
 mod reserve;
 mod slot;
 mod snapshot;
+#[cfg(test)]
+mod tests;
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;

@@ -47,9 +47,9 @@ pub struct ReclaimReport {
     pub gave_up: bool,
 }
 
-struct DeadSlot {
-    index: usize,
-    generation: u64,
+pub(super) struct DeadSlot {
+    pub(super) index: usize,
+    pub(super) generation: u64,
 }
 
 impl UsageLedger {
@@ -188,7 +188,7 @@ impl UsageLedger {
 
     /// Sets each device total to what the surviving slots hold. Refuses (and the pass gives
     /// up) when an operation went ahead during the pass or a total moved under it.
-    fn commit_totals(
+    pub(super) fn commit_totals(
         &self,
         layout: &UsageLayout,
         dead: &[DeadSlot],
