@@ -108,7 +108,8 @@ impl Nvml {
     fn discover() -> Result<Vec<(DeviceInfo, String)>, String> {
         // SAFETY: loading NVML runs its initializers; it is the vendor's documented way to use it
         // and it has no preconditions on the caller.
-        let library = unsafe { Library::new("libnvidia-ml.so.1") }.map_err(|e| e.to_string())?;
+        let library = unsafe { Library::new("libnvidia-ml.so.1") }
+            .map_err(|e| format!("cannot load libnvidia-ml.so.1: {e}"))?;
         // SAFETY: the symbol types below are NVML's documented C signatures (nvml.h).
         unsafe { Self::query(&library) }
     }
