@@ -217,11 +217,7 @@ impl<'a> Budget<'a> {
     /// Claims `cost_ns` for one launch at `now_ns` (refilling first) and says whether it may go.
     pub fn claim(&self, cost_ns: u64, now_ns: u64, rate_ppm: u64) -> Admission {
         self.refill(now_ns, rate_ppm);
-        let demand = self.word(usage_word::LAST_DEMAND_NS);
-        // Demand needs millisecond resolution only: skip the shared store most of the time.
-        if now_ns.saturating_sub(demand.load(Ordering::Relaxed)) > 1_000_000 {
-            demand.store(now_ns, Ordering::Relaxed);
-        }
+        self.mark_demand(now_ns);
         let claim_end = self
             .word(usage_word::DEBITED)
             .fetch_add(cost_ns, Ordering::AcqRel)
@@ -320,10 +316,13 @@ impl<'a> Budget<'a> {
             .load(Ordering::Relaxed)
     }
 
-    /// Marks demand at `now_ns` without claiming (a thread that yields still wants the device).
+    /// Marks that the container wants the device at `now_ns` (claims do it themselves).
     pub fn mark_demand(&self, now_ns: u64) {
-        self.word(usage_word::LAST_DEMAND_NS)
-            .fetch_max(now_ns, Ordering::Relaxed);
+        let demand = self.word(usage_word::LAST_DEMAND_NS);
+        // Millisecond resolution is all the node view needs: skip the shared write otherwise.
+        if now_ns.saturating_sub(demand.load(Ordering::Relaxed)) > 1_000_000 {
+            demand.fetch_max(now_ns, Ordering::Relaxed);
+        }
     }
 
     /// Adds to the cumulative throttled time.
