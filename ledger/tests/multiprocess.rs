@@ -41,15 +41,22 @@ fn main() {
                 .map_or(1, |d| d.as_nanos() as u64 | 1)
         });
     println!("multiprocess: seed {seed} (set HAMI_LEDGER_TEST_SEED to replay)");
-    run("32 processes never overshoot the cap", || never_overshoots(seed));
-    run("SIGKILL during load, then reclaim", || sigkill_then_reclaim(seed));
+    run("32 processes never overshoot the cap", || {
+        never_overshoots(seed)
+    });
+    run("SIGKILL during load, then reclaim", || {
+        sigkill_then_reclaim(seed)
+    });
     println!("multiprocess: 2 passed");
 }
 
 fn run(name: &str, scenario: impl FnOnce()) {
     let started = Instant::now();
     scenario();
-    println!("test {name} ... ok ({:.2} s)", started.elapsed().as_secs_f64());
+    println!(
+        "test {name} ... ok ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 struct XorShift(u64);
@@ -76,8 +83,9 @@ fn env_u64(name: &str) -> u64 {
 
 /// The container process: random reservations and releases on random devices.
 fn worker() {
-    let usage = UsageLedger::attach(std::env::var_os(ENV_USAGE).expect("worker needs a usage path"))
-        .expect("attach");
+    let usage =
+        UsageLedger::attach(std::env::var_os(ENV_USAGE).expect("worker needs a usage path"))
+            .expect("attach");
     let slot = usage.register().expect("register");
     let mut rng = XorShift(env_u64(ENV_SEED) | 1);
     let ops = env_u64(ENV_OPS);
@@ -106,7 +114,13 @@ fn worker() {
         }
     }
     let held: Vec<String> = (0..DEVICES)
-        .map(|dev| live.iter().filter(|(d, _)| *d == dev).map(|(_, b)| b).sum::<u64>().to_string())
+        .map(|dev| {
+            live.iter()
+                .filter(|(d, _)| *d == dev)
+                .map(|(_, b)| b)
+                .sum::<u64>()
+                .to_string()
+        })
         .collect();
     writeln!(out, "DONE {}", held.join(" ")).unwrap();
     out.flush().unwrap();
@@ -135,7 +149,13 @@ impl Worker {
             .expect("spawn worker");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut worker = Self { child, stdin, stdout, slot: 0, generation: 0 };
+        let mut worker = Self {
+            child,
+            stdin,
+            stdout,
+            slot: 0,
+            generation: 0,
+        };
         let ready = worker.expect_line("READY");
         worker.slot = ready[0] as usize;
         worker.generation = ready[1];
@@ -146,7 +166,12 @@ impl Worker {
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
         let mut words = line.split_whitespace();
-        assert_eq!(words.next(), Some(tag), "worker {} said {line:?}", self.child.id());
+        assert_eq!(
+            words.next(),
+            Some(tag),
+            "worker {} said {line:?}",
+            self.child.id()
+        );
         words.map(|w| w.parse().unwrap()).collect()
     }
 
@@ -181,7 +206,9 @@ impl Watchdog {
                     for pid in pids {
                         // The pids are our children and not yet reaped (the scenario holds
                         // their `Child`), so they cannot have been reused.
-                        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                        let _ = Command::new("kill")
+                            .args(["-KILL", &pid.to_string()])
+                            .status();
                     }
                     std::process::exit(1);
                 }
@@ -236,7 +263,9 @@ fn fresh_usage() -> (tempfile::TempDir, PathBuf, UsageLedger) {
 }
 
 fn spawn_workers(path: &Path, rng: &mut XorShift, count: usize, ops: u64) -> Vec<Worker> {
-    (0..count).map(|_| Worker::spawn(path, rng.next(), ops)).collect()
+    (0..count)
+        .map(|_| Worker::spawn(path, rng.next(), ops))
+        .collect()
 }
 
 /// Runs reclaim passes until one finds nothing dead (bounded).
@@ -254,7 +283,9 @@ fn reclaim_all(usage: &UsageLedger) -> usize {
 }
 
 fn sum_by_device(reports: &[Vec<u64>]) -> Vec<u64> {
-    (0..DEVICES).map(|dev| reports.iter().map(|r| r[dev]).sum()).collect()
+    (0..DEVICES)
+        .map(|dev| reports.iter().map(|r| r[dev]).sum())
+        .collect()
 }
 
 fn never_overshoots(seed: u64) {
@@ -266,16 +297,29 @@ fn never_overshoots(seed: u64) {
     workers.iter_mut().for_each(Worker::go);
     let held: Vec<Vec<u64>> = workers.iter_mut().map(|w| w.expect_line("DONE")).collect();
     let max = sampler.stop();
-    assert!(max.iter().all(|&m| m <= LIMIT), "sampled totals {max:?} over the cap {LIMIT}");
-    assert!(max.iter().all(|&m| m > LIMIT / 2), "the load never came near the cap: {max:?}");
+    assert!(
+        max.iter().all(|&m| m <= LIMIT),
+        "sampled totals {max:?} over the cap {LIMIT}"
+    );
+    assert!(
+        max.iter().all(|&m| m > LIMIT / 2),
+        "the load never came near the cap: {max:?}"
+    );
 
     let expected = sum_by_device(&held);
     let snapshot = usage.snapshot();
-    assert_eq!(snapshot.devices, expected, "totals differ from the live bytes");
+    assert_eq!(
+        snapshot.devices, expected,
+        "totals differ from the live bytes"
+    );
     let by_slot: HashMap<usize, &Vec<u64>> =
         snapshot.slots.iter().map(|s| (s.index, &s.used)).collect();
     for (worker, held) in workers.iter().zip(&held) {
-        assert_eq!(by_slot[&worker.slot], held, "slot {} misattributed", worker.slot);
+        assert_eq!(
+            by_slot[&worker.slot], held,
+            "slot {} misattributed",
+            worker.slot
+        );
     }
     assert_eq!(snapshot.underflows, 0);
 
@@ -303,7 +347,10 @@ fn sigkill_then_reclaim(seed: u64) {
     }
     let held: Vec<Vec<u64>> = workers.iter_mut().map(|w| w.expect_line("DONE")).collect();
     let max = sampler.stop();
-    assert!(max.iter().all(|&m| m <= LIMIT), "sampled totals {max:?} over the cap {LIMIT}");
+    assert!(
+        max.iter().all(|&m| m <= LIMIT),
+        "sampled totals {max:?} over the cap {LIMIT}"
+    );
 
     let freed_before = usage.snapshot().reclaimed_slots;
     let freed_now = reclaim_all(&usage) as u64;
@@ -313,8 +360,15 @@ fn sigkill_then_reclaim(seed: u64) {
         freed_before + freed_now,
         "a slot was freed without being counted, or counted twice"
     );
-    assert_eq!(snapshot.reclaimed_slots, victims as u64, "each dead slot freed exactly once");
-    assert_eq!(snapshot.devices, sum_by_device(&held), "totals differ from survivors' bytes");
+    assert_eq!(
+        snapshot.reclaimed_slots, victims as u64,
+        "each dead slot freed exactly once"
+    );
+    assert_eq!(
+        snapshot.devices,
+        sum_by_device(&held),
+        "totals differ from survivors' bytes"
+    );
     for (slot, generation) in &killed {
         let seen = snapshot.slots.iter().find(|s| s.index == *slot).unwrap();
         assert_eq!(

@@ -52,7 +52,9 @@ fn container_limits() -> ContainerLimits {
 }
 
 fn invalid_problem(err: &FileError) -> LayoutError {
-    err.layout_problem().cloned().unwrap_or_else(|| panic!("expected a layout problem: {err}"))
+    err.layout_problem()
+        .cloned()
+        .unwrap_or_else(|| panic!("expected a layout problem: {err}"))
 }
 
 fn node_problem(path: &Path) -> LayoutError {
@@ -101,7 +103,10 @@ fn contention_cells_are_writable_by_host_tools_only() {
     let reader = NodeLedger::open(&path).unwrap();
     assert_eq!(reader.contention_word(1, 5), Some(77));
     assert_eq!(reader.contention_word(2, 0), None);
-    assert!(matches!(reader.contention_cell(0), Err(NodeError::ReadOnly { .. })));
+    assert!(matches!(
+        reader.contention_cell(0),
+        Err(NodeError::ReadOnly { .. })
+    ));
 }
 
 #[test]
@@ -121,11 +126,17 @@ fn node_refuses_bad_devices() {
         Err(NodeError::Input(InputError::BadUuid { .. }))
     ));
     let many: Vec<DeviceInfo> = (0..17)
-        .map(|i| DeviceInfo { uuid: format!("GPU-{i}"), ..devices()[0].clone() })
+        .map(|i| DeviceInfo {
+            uuid: format!("GPU-{i}"),
+            ..devices()[0].clone()
+        })
         .collect();
     assert!(matches!(
         NodeLedger::create(&path, &many),
-        Err(NodeError::Input(InputError::TooManyDevices { count: 17, .. }))
+        Err(NodeError::Input(InputError::TooManyDevices {
+            count: 17,
+            ..
+        }))
     ));
     assert!(!path.exists(), "a refused node part was written");
 }
@@ -147,20 +158,32 @@ fn open_names_the_file_and_what_is_wrong() {
     fs::write(&path, &image).unwrap();
     assert_eq!(
         node_problem(&path),
-        LayoutError::UnsupportedVersion { found: LAYOUT_VERSION + 1, supported: LAYOUT_VERSION }
+        LayoutError::UnsupportedVersion {
+            found: LAYOUT_VERSION + 1,
+            supported: LAYOUT_VERSION
+        }
     );
 
     let mut image = good.clone();
     image[16..24].copy_from_slice(&1234u64.to_ne_bytes());
     fs::write(&path, &image).unwrap();
-    assert!(matches!(node_problem(&path), LayoutError::SizeMismatch { found: 1234, .. }));
+    assert!(matches!(
+        node_problem(&path),
+        LayoutError::SizeMismatch { found: 1234, .. }
+    ));
 
     fs::write(&path, &good[..good.len() - 1]).unwrap();
     assert!(matches!(node_problem(&path), LayoutError::Truncated { .. }));
     fs::write(&path, &good[..10]).unwrap();
-    assert!(matches!(node_problem(&path), LayoutError::Truncated { found: 10, .. }));
+    assert!(matches!(
+        node_problem(&path),
+        LayoutError::Truncated { found: 10, .. }
+    ));
     fs::write(&path, b"").unwrap();
-    assert!(matches!(node_problem(&path), LayoutError::Truncated { found: 0, .. }));
+    assert!(matches!(
+        node_problem(&path),
+        LayoutError::Truncated { found: 0, .. }
+    ));
 
     let mut longer = good.clone();
     longer.push(0);
@@ -170,7 +193,10 @@ fn open_names_the_file_and_what_is_wrong() {
     let mut image = good.clone();
     image[100] ^= 1; // inside device record 0
     fs::write(&path, &image).unwrap();
-    assert!(matches!(node_problem(&path), LayoutError::ChecksumMismatch { .. }));
+    assert!(matches!(
+        node_problem(&path),
+        LayoutError::ChecksumMismatch { .. }
+    ));
 
     let missing = dir.path().join("missing.ledger");
     let err = NodeLedger::open(&missing).err().unwrap().to_string();
@@ -189,19 +215,28 @@ fn each_part_refuses_the_other_kinds() {
 
     assert_eq!(
         node_problem(&lim),
-        LayoutError::WrongKind { found: PartKind::Limits as u32, expected: PartKind::Node }
+        LayoutError::WrongKind {
+            found: PartKind::Limits as u32,
+            expected: PartKind::Node
+        }
     );
     match limits::read(&usage) {
         Err(LimitsError::File(err)) => assert_eq!(
             invalid_problem(&err),
-            LayoutError::WrongKind { found: PartKind::Usage as u32, expected: PartKind::Limits }
+            LayoutError::WrongKind {
+                found: PartKind::Usage as u32,
+                expected: PartKind::Limits
+            }
         ),
         other => panic!("usage read as limits: {other:?}"),
     }
     match UsageLedger::attach(&node) {
         Err(UsageError::File(err)) => assert_eq!(
             invalid_problem(&err),
-            LayoutError::WrongKind { found: PartKind::Node as u32, expected: PartKind::Usage }
+            LayoutError::WrongKind {
+                found: PartKind::Node as u32,
+                expected: PartKind::Usage
+            }
         ),
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("node attached as usage"),
@@ -215,7 +250,10 @@ fn limits_round_trip_in_container_device_order() {
     limits::write(&path, &container_limits()).unwrap();
     assert_eq!(limits::read(&path).unwrap(), container_limits());
     let mode = fs::metadata(&path).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o644);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o644
+    );
 }
 
 #[test]
@@ -273,11 +311,17 @@ fn usage_create_checks_device_count_and_is_world_writable() {
     UsageLedger::create(&path, 3).unwrap();
     let usage = UsageLedger::attach(&path).unwrap();
     assert_eq!(usage.n_devices(), 3);
-    assert_eq!((0..4).map(|d| usage.used(d)).collect::<Vec<_>>(), [0, 0, 0, 0]);
+    assert_eq!(
+        (0..4).map(|d| usage.used(d)).collect::<Vec<_>>(),
+        [0, 0, 0, 0]
+    );
     assert!(usage.compute_cell(2).is_some());
     assert!(usage.compute_cell(3).is_none());
     let mode = fs::metadata(&path).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o666);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o666
+    );
 }
 
 #[test]
@@ -289,7 +333,10 @@ fn usage_attach_refuses_truncated_files() {
     fs::write(&path, &good[..good.len() / 2]).unwrap();
     match UsageLedger::attach(&path) {
         Err(UsageError::File(err)) => {
-            assert!(matches!(invalid_problem(&err), LayoutError::Truncated { .. }));
+            assert!(matches!(
+                invalid_problem(&err),
+                LayoutError::Truncated { .. }
+            ));
             assert!(err.to_string().contains("usage.ledger"), "{err}");
         }
         Err(other) => panic!("unexpected error {other}"),

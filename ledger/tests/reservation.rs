@@ -25,16 +25,29 @@ fn reserve_fills_the_cap_exactly_and_refuses_one_byte_more() {
     assert_eq!(usage.used(0), limit);
     assert_eq!(
         usage.reserve(&slot, 0, 1, limit),
-        Err(OverCap { device: 0, requested: 1, used: limit, limit })
+        Err(OverCap {
+            device: 0,
+            requested: 1,
+            used: limit,
+            limit
+        })
     );
-    assert_eq!(usage.used(0), limit, "a refused reservation changed the total");
+    assert_eq!(
+        usage.used(0),
+        limit,
+        "a refused reservation changed the total"
+    );
     assert_eq!(usage.used(1), 0, "devices are counted apart");
     usage.release(&slot, 0, 40 * MIB);
     assert_eq!(usage.used(0), 60 * MIB);
     usage.reserve(&slot, 0, 40 * MIB, limit).unwrap();
     let snapshot = usage.snapshot();
     assert_eq!(snapshot.devices, [limit, 0]);
-    let mine = snapshot.slots.iter().find(|s| s.index == slot.index()).unwrap();
+    let mine = snapshot
+        .slots
+        .iter()
+        .find(|s| s.index == slot.index())
+        .unwrap();
     assert_eq!(mine.used, [limit, 0]);
     assert_eq!(mine.pid, std::process::id());
     assert_eq!(mine.state, SlotState::Live);
@@ -69,7 +82,11 @@ fn releasing_another_slots_bytes_does_not_take_them_from_the_total() {
     let other = usage.register().unwrap();
     usage.reserve(&holder, 0, 7 * MIB, u64::MAX).unwrap();
     usage.release(&other, 0, 7 * MIB);
-    assert_eq!(usage.used(0), 7 * MIB, "the total must stay the sum of what slots hold");
+    assert_eq!(
+        usage.used(0),
+        7 * MIB,
+        "the total must stay the sum of what slots hold"
+    );
 }
 
 #[test]
@@ -140,7 +157,10 @@ fn threads_never_overshoot_and_the_total_matches_live_bytes() {
     let slots: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
     stop.store(true, Ordering::Relaxed);
     let max = sampler.join().unwrap();
-    assert!(max <= limit, "sampled {max} bytes over the {limit}-byte cap");
+    assert!(
+        max <= limit,
+        "sampled {max} bytes over the {limit}-byte cap"
+    );
     assert_eq!(usage.used(0), live_total.load(Ordering::Relaxed));
     drop(slots);
 }
@@ -163,7 +183,10 @@ fn a_dropped_slot_is_reclaimed_exactly_once_with_a_new_generation() {
     assert_eq!((usage.used(0), usage.used(1)), (3 * MIB, 0));
     let snapshot = usage.snapshot();
     let freed = snapshot.slots.iter().find(|s| s.index == index).unwrap();
-    assert_eq!((freed.state, freed.generation), (SlotState::Free, generation + 1));
+    assert_eq!(
+        (freed.state, freed.generation),
+        (SlotState::Free, generation + 1)
+    );
     assert_eq!(snapshot.reclaimed_slots, 1);
 
     let again = usage.reclaim_dead().unwrap();
@@ -219,8 +242,13 @@ fn a_reservation_at_the_cap_reclaims_dead_bytes_and_succeeds() {
 #[test]
 fn registration_reuses_dead_slots_when_all_are_taken() {
     let (_dir, usage) = ledger(1);
-    let mut slots: Vec<_> = (0..MAX_PROCESSES).map(|_| usage.register().unwrap()).collect();
-    assert!(matches!(usage.register(), Err(RegisterError::NoFreeSlot { slots: 256, .. })));
+    let mut slots: Vec<_> = (0..MAX_PROCESSES)
+        .map(|_| usage.register().unwrap())
+        .collect();
+    assert!(matches!(
+        usage.register(),
+        Err(RegisterError::NoFreeSlot { slots: 256, .. })
+    ));
     let gone = slots.swap_remove(17);
     let index = gone.index();
     drop(gone);

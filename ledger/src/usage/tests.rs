@@ -43,7 +43,11 @@ fn a_process_dead_inside_a_reservation_is_reclaimed_exactly() {
     // Died after attributing, before clearing its intent.
     let after_attribution = holding_slot(&usage, 3 * MIB);
     layout.slots[after_attribution.index()].inflight[0].store(1, Ordering::SeqCst);
-    let dead = [before_cas.index(), after_cas.index(), after_attribution.index()];
+    let dead = [
+        before_cas.index(),
+        after_cas.index(),
+        after_attribution.index(),
+    ];
     drop((before_cas, after_cas, after_attribution));
 
     let report = usage.reclaim_dead().unwrap();
@@ -64,8 +68,12 @@ fn a_pass_that_died_half_way_is_redone_without_counting_twice() {
     let index = holding_slot(&usage, 5 * MIB).index();
     let record = &usage.layout().slots[index];
     // The dead pass claimed the slot and already committed the totals, then died.
-    record.state.store(SlotWord::encode(0, SlotState::Reclaiming), Ordering::SeqCst);
-    usage.layout().devices[0].used.store(2 * MIB, Ordering::SeqCst);
+    record
+        .state
+        .store(SlotWord::encode(0, SlotState::Reclaiming), Ordering::SeqCst);
+    usage.layout().devices[0]
+        .used
+        .store(2 * MIB, Ordering::SeqCst);
     usage.layout().control.reclaiming.store(9, Ordering::SeqCst);
 
     let report = usage.reclaim_dead().unwrap();
@@ -80,7 +88,11 @@ fn a_pass_that_died_half_way_is_redone_without_counting_twice() {
 fn the_flag_of_a_dead_pass_is_cleared_by_the_next_operation() {
     let (_dir, usage) = ledger();
     let slot = usage.register().unwrap();
-    usage.layout().control.reclaiming.store(42, Ordering::SeqCst);
+    usage
+        .layout()
+        .control
+        .reclaiming
+        .store(42, Ordering::SeqCst);
     usage.reserve(&slot, 0, MIB, u64::MAX).unwrap();
     assert_eq!(usage.layout().control.reclaiming.load(Ordering::SeqCst), 0);
     assert_eq!(usage.layout().control.bypasses.load(Ordering::SeqCst), 0);
@@ -97,9 +109,16 @@ fn operations_go_ahead_after_a_bounded_wait_on_a_stuck_pass() {
     usage.layout().control.reclaiming.store(7, Ordering::SeqCst);
     let started = std::time::Instant::now();
     usage.reserve(&slot, 0, MIB, u64::MAX).unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "the wait is not bounded");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the wait is not bounded"
+    );
     assert_eq!(usage.layout().control.bypasses.load(Ordering::SeqCst), 1);
-    assert_eq!(usage.layout().control.reclaiming.load(Ordering::SeqCst), 7, "live flag cleared");
+    assert_eq!(
+        usage.layout().control.reclaiming.load(Ordering::SeqCst),
+        7,
+        "live flag cleared"
+    );
     assert!(usage.reclaim_dead().unwrap().busy);
 }
 
@@ -108,7 +127,10 @@ fn a_pass_that_saw_an_operation_go_ahead_does_not_commit() {
     let (_dir, usage) = ledger();
     let index = holding_slot(&usage, 5 * MIB).index();
     let layout = usage.layout();
-    let dead = [DeadSlot { index, generation: 0 }];
+    let dead = [DeadSlot {
+        index,
+        generation: 0,
+    }];
     let bypasses = layout.control.bypasses.load(Ordering::SeqCst);
     layout.control.bypasses.fetch_add(1, Ordering::SeqCst);
     let mut reclaimed = vec![0];
