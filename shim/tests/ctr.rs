@@ -44,7 +44,10 @@ fn run_detached(lab: &Lab, id: &str, annotations: &[&str]) -> std::process::Outp
 fn remove(lab: &Lab, id: &str) {
     let _ = lab.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
     assert!(
-        eventually(Duration::from_secs(10), || lab.ctr(&["tasks", "rm", id]).status.success()),
+        eventually(Duration::from_secs(10), || lab
+            .ctr(&["tasks", "rm", id])
+            .status
+            .success()),
         "task {id} not removed"
     );
     lab.ctr_ok(&["containers", "rm", id]);
@@ -52,7 +55,10 @@ fn remove(lab: &Lab, id: &str) {
 
 #[test]
 fn container_without_hami_annotation_runs_exactly_as_with_runc() {
-    let Some(()) = require_tools("container_without_hami_annotation_runs_exactly_as_with_runc") else { return };
+    let Some(()) = require_tools("container_without_hami_annotation_runs_exactly_as_with_runc")
+    else {
+        return;
+    };
     let lab = Lab::start(&[]);
     let script = "echo out; echo err >&2; env | grep -c HAMI_ || true; test -e /run/hami/usage.ledger && echo mounted; exit 7";
     let hami = run(&lab, HAMI, &["other.io/x=1"], script);
@@ -67,37 +73,72 @@ fn container_without_hami_annotation_runs_exactly_as_with_runc() {
 
 #[test]
 fn malformed_annotation_fails_creation_with_an_error_naming_it() {
-    let Some(()) = require_tools("malformed_annotation_fails_creation_with_an_error_naming_it") else { return };
+    let Some(()) = require_tools("malformed_annotation_fails_creation_with_an_error_naming_it")
+    else {
+        return;
+    };
     let lab = Lab::start(&[]);
     lab.write_node_ledger(1, 8 * GIB);
     let out = run(&lab, HAMI, &["hami.io/gpu-memory=12 GB"], "echo never");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hami.io/gpu-memory=\"12 GB\""), "{stderr}");
-    assert!(stderr.contains("accepted: a Kubernetes quantity"), "{stderr}");
+    assert!(
+        stderr.contains("accepted: a Kubernetes quantity"),
+        "{stderr}"
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("never"));
 
-    let out = run(&lab, HAMI, &["hami.io/gpu-memory=1Gi", "hami.io/gpu-memory-percentage=50"], "true");
+    let out = run(
+        &lab,
+        HAMI,
+        &["hami.io/gpu-memory=1Gi", "hami.io/gpu-memory-percentage=50"],
+        "true",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("contradict"), "{stderr}");
 
     let out = run(&lab, HAMI, &["hami.io/gpu-memroy=1Gi"], "true");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("annotation hami.io/gpu-memroy is unknown"), "{stderr}");
-    assert!(lab.ledger_entries().is_empty(), "a failed creation leaves no ledger entry");
+    assert!(
+        stderr.contains("annotation hami.io/gpu-memroy is unknown"),
+        "{stderr}"
+    );
+    assert!(
+        lab.ledger_entries().is_empty(),
+        "a failed creation leaves no ledger entry"
+    );
 }
 
 #[test]
 fn capped_container_and_its_execs_get_the_library_ledger_and_environment() {
-    let Some(()) = require_tools("capped_container_and_its_execs_get_the_library_ledger_and_environment") else { return };
+    let Some(()) =
+        require_tools("capped_container_and_its_execs_get_the_library_ledger_and_environment")
+    else {
+        return;
+    };
     let lab = Lab::start(&[]);
     let uuids = lab.write_node_ledger(1, 8 * GIB);
     let id = unique("capped");
-    let out = run_detached(&lab, &id, &["hami.io/gpu-memory=1536Mi", "hami.io/gpu-cores=40", "hami.io/gpu-priority=high"]);
+    let out = run_detached(
+        &lab,
+        &id,
+        &[
+            "hami.io/gpu-memory=1536Mi",
+            "hami.io/gpu-cores=40",
+            "hami.io/gpu-priority=high",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
 
     assert_eq!(lab.ledger_entries(), vec![id.clone()]);
-    let limits = hami_ledger::limits::read(lab.ledger_dir().join("containers").join(&id).join("limits.ledger")).unwrap();
+    let limits = hami_ledger::limits::read(
+        lab.ledger_dir()
+            .join("containers")
+            .join(&id)
+            .join("limits.ledger"),
+    )
+    .unwrap();
     assert_eq!(limits.container_id, id);
     assert_eq!(limits.devices.len(), 1);
     assert_eq!(limits.devices[0].uuid, uuids[0]);
@@ -111,7 +152,16 @@ fn capped_container_and_its_execs_get_the_library_ledger_and_environment() {
                  (echo x >> /run/hami/node.ledger) 2>/dev/null && echo node-writable; \
                  test -w /run/hami/usage.ledger && echo usage-writable; \
                  test -f /usr/local/lib/hami/libhami.so && echo library";
-    let exec = lab.ctr_ok(&["tasks", "exec", "--exec-id", "probe", &id, "/bin/sh", "-c", probe]);
+    let exec = lab.ctr_ok(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "probe",
+        &id,
+        "/bin/sh",
+        "-c",
+        probe,
+    ]);
     let expected = format!(
         "HAMI_LEDGER_LIMITS=/run/hami/limits.ledger\nHAMI_LEDGER_NODE=/run/hami/node.ledger\n\
          HAMI_LEDGER_USAGE=/run/hami/usage.ledger\nLD_PRELOAD=/usr/local/lib/hami/libhami.so\n\
@@ -121,18 +171,34 @@ fn capped_container_and_its_execs_get_the_library_ledger_and_environment() {
     assert_eq!(exec, expected);
     // The container's own process has the same environment as the exec'd one.
     let pid = lab.ctr_ok(&["tasks", "ls"]);
-    let pid: i32 = pid.lines().find(|l| l.starts_with(&id)).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let pid: i32 = pid
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     let environ = String::from_utf8_lossy(&environ);
-    assert!(environ.contains("HAMI_LEDGER_USAGE=/run/hami/usage.ledger"), "{environ}");
+    assert!(
+        environ.contains("HAMI_LEDGER_USAGE=/run/hami/usage.ledger"),
+        "{environ}"
+    );
 
     remove(&lab, &id);
-    assert!(lab.ledger_entries().is_empty(), "deleting the container removes its ledger entry");
+    assert!(
+        lab.ledger_entries().is_empty(),
+        "deleting the container removes its ledger entry"
+    );
 }
 
 #[test]
 fn concurrent_creations_never_share_the_last_slice() {
-    let Some(()) = require_tools("concurrent_creations_never_share_the_last_slice") else { return };
+    let Some(()) = require_tools("concurrent_creations_never_share_the_last_slice") else {
+        return;
+    };
     let lab = Lab::start(&[]);
     let uuids = lab.write_node_ledger(2, 2 * GIB);
     let ids: Vec<String> = (0..3).map(|_| unique("slice")).collect();
@@ -143,18 +209,32 @@ fn concurrent_creations_never_share_the_last_slice() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let started: Vec<&String> = ids.iter().zip(&outputs).filter(|(_, o)| o.status.success()).map(|(id, _)| id).collect();
+    let started: Vec<&String> = ids
+        .iter()
+        .zip(&outputs)
+        .filter(|(_, o)| o.status.success())
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(started.len(), 2, "two fit, one does not: {outputs:#?}");
     let failed = outputs.iter().find(|o| !o.status.success()).unwrap();
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("cannot place the container"), "{stderr}");
-    assert!(stderr.contains("needs 1536 MiB of memory, 512 MiB uncommitted"), "{stderr}");
+    assert!(
+        stderr.contains("needs 1536 MiB of memory, 512 MiB uncommitted"),
+        "{stderr}"
+    );
 
     let mut placed: Vec<String> = started
         .iter()
         .map(|id| {
-            let path = lab.ledger_dir().join("containers").join(id).join("limits.ledger");
-            hami_ledger::limits::read(path).unwrap().devices[0].uuid.clone()
+            let path = lab
+                .ledger_dir()
+                .join("containers")
+                .join(id)
+                .join("limits.ledger");
+            hami_ledger::limits::read(path).unwrap().devices[0]
+                .uuid
+                .clone()
         })
         .collect();
     placed.sort();
@@ -167,7 +247,9 @@ fn concurrent_creations_never_share_the_last_slice() {
 
 #[test]
 fn shim_killed_then_containerd_cleanup_leaks_nothing() {
-    let Some(()) = require_tools("shim_killed_then_containerd_cleanup_leaks_nothing") else { return };
+    let Some(()) = require_tools("shim_killed_then_containerd_cleanup_leaks_nothing") else {
+        return;
+    };
     let lab = Lab::start(&[]);
     lab.write_node_ledger(1, 8 * GIB);
     let id = unique("killed");
@@ -182,18 +264,27 @@ fn shim_killed_then_containerd_cleanup_leaks_nothing() {
     assert_eq!(proxy.len(), 1, "one proxy daemon for the container");
     let container_pid = task_pid(&lab, &id);
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(proxy[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(proxy[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 
     assert!(
         eventually(Duration::from_secs(20), || !alive(container_pid)),
         "the container's process is killed"
     );
     assert!(
-        eventually(Duration::from_secs(20), || lab.processes_matching(&marker).is_empty()),
+        eventually(Duration::from_secs(20), || lab
+            .processes_matching(&marker)
+            .is_empty()),
         "no shim of the container is left: {:?}",
         lab.processes_matching(&marker)
     );
-    assert!(eventually(Duration::from_secs(20), || lab.ledger_entries().is_empty()), "ledger entry removed");
+    assert!(
+        eventually(Duration::from_secs(20), || lab.ledger_entries().is_empty()),
+        "ledger entry removed"
+    );
     let tasks = lab.ctr_ok(&["tasks", "ls"]);
     assert!(!tasks.contains(&id), "{tasks}");
     lab.ctr_ok(&["containers", "rm", &id]);
@@ -201,7 +292,11 @@ fn shim_killed_then_containerd_cleanup_leaks_nothing() {
 
 #[test]
 fn lifecycle_calls_behave_like_runc_and_survive_a_containerd_restart() {
-    let Some(()) = require_tools("lifecycle_calls_behave_like_runc_and_survive_a_containerd_restart") else { return };
+    let Some(()) =
+        require_tools("lifecycle_calls_behave_like_runc_and_survive_a_containerd_restart")
+    else {
+        return;
+    };
     let mut lab = Lab::start(&[]);
     lab.write_node_ledger(1, 8 * GIB);
     let id = unique("life");
@@ -209,9 +304,17 @@ fn lifecycle_calls_behave_like_runc_and_survive_a_containerd_restart() {
     assert!(out.status.success(), "{}", text(&out));
 
     lab.ctr_ok(&["tasks", "pause", &id]);
-    assert!(lab.ctr_ok(&["tasks", "ls"]).lines().any(|l| l.starts_with(&id) && l.contains("PAUSED")));
+    assert!(
+        lab.ctr_ok(&["tasks", "ls"])
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("PAUSED"))
+    );
     lab.ctr_ok(&["tasks", "resume", &id]);
-    assert!(lab.ctr_ok(&["tasks", "ls"]).lines().any(|l| l.starts_with(&id) && l.contains("RUNNING")));
+    assert!(
+        lab.ctr_ok(&["tasks", "ls"])
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("RUNNING"))
+    );
     let pid = task_pid(&lab, &id);
     assert!(lab.ctr_ok(&["tasks", "ps", &id]).contains(&pid.to_string()));
     assert!(lab.ctr_ok(&["tasks", "metrics", &id]).contains("memory"));
@@ -219,7 +322,16 @@ fn lifecycle_calls_behave_like_runc_and_survive_a_containerd_restart() {
     lab.restart_containerd();
 
     assert_eq!(task_pid(&lab, &id), pid, "the task survived the restart");
-    let exec = lab.ctr_ok(&["tasks", "exec", "--exec-id", "after", &id, "/bin/sh", "-c", "echo $HAMI_LEDGER_USAGE"]);
+    let exec = lab.ctr_ok(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "after",
+        &id,
+        "/bin/sh",
+        "-c",
+        "echo $HAMI_LEDGER_USAGE",
+    ]);
     assert_eq!(exec, "/run/hami/usage.ledger\n");
     remove(&lab, &id);
     assert!(!alive(pid));
@@ -228,17 +340,29 @@ fn lifecycle_calls_behave_like_runc_and_survive_a_containerd_restart() {
 
 fn task_pid(lab: &Lab, id: &str) -> i32 {
     let tasks = lab.ctr_ok(&["tasks", "ls"]);
-    let line = tasks.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("no task {id}: {tasks}"));
+    let line = tasks
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("no task {id}: {tasks}"));
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
 fn exe_name(pid: i32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/exe")).ok().and_then(|p| Path::new(&p).file_name().map(|n| n.to_string_lossy().into_owned()))
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| {
+            Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
 }

@@ -20,19 +20,34 @@ static SERIAL: Mutex<()> = Mutex::new(());
 pub const GIB: u64 = 1 << 30;
 
 /// Tools the end-to-end tests run.
-const REQUIRED_TOOLS: [&str; 5] =
-    ["containerd", "ctr", "runc", "containerd-shim-runc-v2", "busybox"];
+const REQUIRED_TOOLS: [&str; 5] = [
+    "containerd",
+    "ctr",
+    "runc",
+    "containerd-shim-runc-v2",
+    "busybox",
+];
 
 /// Returns `None` (after printing why) when the tests cannot run here; panics under `CI=true`.
 pub fn require_tools(test: &str) -> Option<()> {
-    let missing: Vec<&str> = REQUIRED_TOOLS.iter().copied().filter(|t| which(t).is_none()).collect();
+    let missing: Vec<&str> = REQUIRED_TOOLS
+        .iter()
+        .copied()
+        .filter(|t| which(t).is_none())
+        .collect();
     if missing.is_empty() {
         if !nix::unistd::geteuid().is_root() {
             return skip(test, "containerd needs root");
         }
         return Some(());
     }
-    skip(test, &format!("missing {} (apt-get install containerd runc busybox-static)", missing.join(", ")))
+    skip(
+        test,
+        &format!(
+            "missing {} (apt-get install containerd runc busybox-static)",
+            missing.join(", ")
+        ),
+    )
 }
 
 fn skip(test: &str, why: &str) -> Option<()> {
@@ -58,14 +73,21 @@ pub fn shim_binary() -> PathBuf {
 
 /// `<target>/<profile>/`, where sibling crates' artifacts (libhami.so, fakegpu) are built.
 pub fn profile_dir() -> PathBuf {
-    shim_binary().parent().expect("binary has a directory").to_owned()
+    shim_binary()
+        .parent()
+        .expect("binary has a directory")
+        .to_owned()
 }
 
 /// A unique suffix for ids and names in this process.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A running private containerd.
@@ -80,20 +102,29 @@ impl Lab {
     /// Starts containerd with the shim on its PATH; `extra_env` reaches the shim (e.g. the
     /// simulated NVML's `LD_LIBRARY_PATH`).
     pub fn start(extra_env: &[(&str, &str)]) -> Lab {
-        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let dir = tempfile::Builder::new().prefix("hami-shim-").tempdir_in("/tmp").unwrap();
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = tempfile::Builder::new()
+            .prefix("hami-shim-")
+            .tempdir_in("/tmp")
+            .unwrap();
         let root = dir.path();
         for sub in ["bin", "root", "state", "cni-bin", "cni-conf", "ledger"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
-        std::os::unix::fs::symlink(shim_binary(), root.join("bin/containerd-shim-hami-v2")).unwrap();
+        std::os::unix::fs::symlink(shim_binary(), root.join("bin/containerd-shim-hami-v2"))
+            .unwrap();
         std::fs::write(root.join("config.toml"), containerd_config(root)).unwrap();
         let library = root.join("libhami-placeholder.so");
         std::fs::write(&library, b"").unwrap();
         let mut lab = Lab {
             dir,
             containerd: None,
-            extra_env: extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             _serial: serial,
         };
         lab.write_shim_config(&library);
@@ -125,7 +156,11 @@ impl Lab {
 
     fn start_containerd(&mut self) {
         let root = self.root().to_owned();
-        let path = format!("{}:{}", root.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            root.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -145,12 +180,20 @@ impl Lab {
         self.containerd = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while UnixStream::connect(self.address()).is_err() {
-            assert!(Instant::now() < deadline, "containerd did not serve: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not serve: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // The CRI plugin registers shortly after the socket appears.
         while !self.ctr(&["plugins", "ls"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not answer: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not answer: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -215,7 +258,10 @@ impl Lab {
     pub fn ledger_entries(&self) -> Vec<String> {
         let mut ids: Vec<String> = std::fs::read_dir(self.ledger_dir().join("containers"))
             .map(|entries| {
-                entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
             })
             .unwrap_or_default();
         ids.sort();
@@ -249,7 +295,10 @@ impl Drop for Lab {
         // Shims this containerd started carry its socket path in their arguments.
         let address = self.address().display().to_string();
         for pid in processes_matching(&address) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         unmount_under(self.root());
     }
@@ -258,17 +307,30 @@ impl Drop for Lab {
 /// Pids of live processes whose command line contains `needle`.
 pub fn processes_matching(needle: &str) -> Vec<i32> {
     let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
         if pid == std::process::id() as i32 {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let zombie = std::fs::read_to_string(entry.path().join("stat"))
             .ok()
-            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| rest.starts_with('Z'))
+            })
             .unwrap_or(true);
         if !zombie && cmdline.contains(needle) {
             pids.push(pid);
@@ -278,7 +340,9 @@ pub fn processes_matching(needle: &str) -> Vec<i32> {
 }
 
 fn unmount_under(root: &Path) {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
     let root = root.display().to_string();
     let mut points: Vec<&str> = mountinfo
         .lines()
@@ -309,6 +373,9 @@ state = "{r}/state"
     conf_dir = "{r}/cni-conf"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hami]
     runtime_type = "io.containerd.hami.v2"
     pod_annotations = ["hami.io/*"]
@@ -329,7 +396,9 @@ pub fn text(out: &Output) -> String {
 
 /// A busybox-static root filesystem (for `ctr run --rootfs`, or an image layer).
 pub fn busybox_rootfs(dir: &Path) {
-    for sub in ["bin", "proc", "sys", "dev", "tmp", "etc", "root", "run", "usr"] {
+    for sub in [
+        "bin", "proc", "sys", "dev", "tmp", "etc", "root", "run", "usr",
+    ] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     let busybox = which("busybox").expect("busybox is installed");
