@@ -51,6 +51,7 @@ fn reserve_fills_the_cap_exactly_and_refuses_one_byte_more() {
     assert_eq!(mine.used, [limit, 0]);
     assert_eq!(mine.pid, std::process::id());
     assert_eq!(mine.state, SlotState::Live);
+    assert_eq!(mine.alive, Some(true));
 }
 
 #[test]
@@ -175,6 +176,13 @@ fn a_dropped_slot_is_reclaimed_exactly_once_with_a_new_generation() {
     usage.reserve(&leaver, 1, 9 * MIB, u64::MAX).unwrap();
     let (index, generation) = (leaver.index(), leaver.generation());
     drop(leaver);
+    let dead = usage
+        .snapshot()
+        .slots
+        .into_iter()
+        .find(|s| s.index == index)
+        .unwrap();
+    assert_eq!((dead.state, dead.alive), (SlotState::Live, Some(false)));
 
     let report = usage.reclaim_dead().unwrap();
     assert_eq!(report.freed_slots, 1);

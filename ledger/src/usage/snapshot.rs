@@ -1,12 +1,15 @@
 //! A point-in-time copy of a usage part, for `hami top` and tests.
 //!
 //! Fields are read one by one while processes keep running, so a snapshot is not atomic
-//! across fields; each value is one that the file held.
+//! across fields; each value is one that the file held. Liveness costs one `fcntl` per slot
+//! shown, so this is for tools and tests, not hot paths.
 
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 
 use super::UsageLedger;
-use super::layout::{SlotState, SlotWord};
+use super::layout::{SlotState, SlotWord, slot_lock_byte};
+use crate::liveness;
 
 /// One slot that has ever been used (never-used free slots are left out).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +18,9 @@ pub struct SlotSnapshot {
     pub pid: u32,
     pub generation: u64,
     pub state: SlotState,
+    /// Whether a process holds the slot's lock (`None`: the check failed). A `Live` slot
+    /// that is not alive is waiting for the next reclaim pass.
+    pub alive: Option<bool>,
     /// Bytes held per device.
     pub used: Vec<u64>,
 }
@@ -53,6 +59,7 @@ impl UsageLedger {
                     pid: record.pid.load(Ordering::Relaxed),
                     generation: word.generation,
                     state: word.state,
+                    alive: liveness::held_by_other(self.file.as_fd(), slot_lock_byte(index)).ok(),
                     used,
                 })
             })
