@@ -47,32 +47,33 @@ pub struct Step {
 }
 
 impl Controller {
-    /// One measurement period: publishes `measured_total_ns`, trues the budget up, learns the
+    /// One measurement period: publishes `measured_total_ns` (cumulative; `None` when nothing
+    /// can be measured, then the estimates stand alone), trues the budget up, learns the
     /// estimate and sets the rate. `cap_ppm`/`burst` are the container's limits.
     pub fn step(
         &mut self,
         budget: Budget<'_>,
         contention: Option<Contention<'_>>,
-        measured_total_ns: u64,
+        measured_total_ns: Option<u64>,
         now_ns: u64,
         cap_ppm: u64,
         burst: bool,
     ) -> Step {
-        let previous_measured = budget.measured_ns();
-        budget.set_measured_ns(measured_total_ns.max(previous_measured));
         let mut step = Step::default();
-
-        let charged = i128::from(budget.estimated_total_ns()) + budget.net_correction_ns();
-        let gap = i128::from(measured_total_ns) - charged;
-        let correction = gap * CORRECTION_GAIN_PERCENT / 100;
-        if correction > 0 {
-            budget.debit_correction(u64::try_from(correction).unwrap_or(u64::MAX));
-        } else if correction < 0 {
-            step.wake |= budget.credit_correction(u64::try_from(-correction).unwrap_or(u64::MAX));
+        if let Some(measured_total_ns) = measured_total_ns {
+            budget.set_measured_ns(measured_total_ns.max(budget.measured_ns()));
+            let charged = i128::from(budget.estimated_total_ns()) + budget.net_correction_ns();
+            let gap = i128::from(measured_total_ns) - charged;
+            let correction = gap * CORRECTION_GAIN_PERCENT / 100;
+            if correction > 0 {
+                budget.debit_correction(u64::try_from(correction).unwrap_or(u64::MAX));
+            } else if correction < 0 {
+                step.wake |=
+                    budget.credit_correction(u64::try_from(-correction).unwrap_or(u64::MAX));
+            }
+            step.correction_ns = correction;
+            self.learn_estimate(budget, measured_total_ns, now_ns);
         }
-        step.correction_ns = correction;
-
-        self.learn_estimate(budget, measured_total_ns, now_ns);
 
         let others_want_it = contention.is_none_or(|c| {
             c.others_demand(budget.contention_slot(), now_ns, BURST_YIELD_WINDOW_NS)

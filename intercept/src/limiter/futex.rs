@@ -79,7 +79,7 @@ pub struct TightTimerSlack {
 
 impl TightTimerSlack {
     /// Sets the slack to 1 µs, remembering the previous value.
-    pub fn new() -> Self {
+    pub fn engage() -> Self {
         // SAFETY: PR_GET_TIMERSLACK takes no pointer argument and only returns a value.
         let previous = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
         // SAFETY: PR_SET_TIMERSLACK takes a plain integer; it affects only the calling thread.
@@ -91,7 +91,7 @@ impl TightTimerSlack {
 impl Drop for TightTimerSlack {
     fn drop(&mut self) {
         if let Ok(previous) = libc::c_ulong::try_from(self.previous) {
-            // SAFETY: as in `new`: a plain integer argument, calling thread only.
+            // SAFETY: as in `engage`: a plain integer argument, calling thread only.
             unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, previous, 0, 0, 0) };
         }
     }
@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn timed_wait_ends_near_its_deadline() {
         let word = AtomicU64::new(7);
-        let _slack = TightTimerSlack::new();
+        let _slack = TightTimerSlack::engage();
         let mut late = Vec::new();
         for _ in 0..20 {
             let deadline = monotonic_ns() + 2_000_000;

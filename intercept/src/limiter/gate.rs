@@ -85,6 +85,11 @@ impl<'a> DeviceGate<'a> {
                 now = monotonic_ns();
             }
         }
+        if self.config.cap_ppm >= PPM {
+            // Uncapped: only make the demand visible to burst and low-priority neighbours.
+            self.budget.mark_demand(now);
+            return passage;
+        }
         let rate = self.budget.rate_ppm(self.config.cap_ppm);
         let estimate = match self.budget.launch_estimate_ns() {
             0 => DEFAULT_LAUNCH_ESTIMATE_NS,
@@ -103,7 +108,7 @@ impl<'a> DeviceGate<'a> {
     /// Sleeps until the budget covers `claim_end`, a wake-up says budget appeared, or the
     /// liveness bound passes. Returns the time waited.
     fn wait_for_budget(&self, claim_end: u64, start: u64) -> u64 {
-        let _slack = TightTimerSlack::new();
+        let _slack = TightTimerSlack::engage();
         let word = self.budget.wake_word();
         let give_up_at = start + MAX_WAIT_NS;
         loop {
@@ -142,7 +147,7 @@ impl<'a> DeviceGate<'a> {
         if active_until() <= start {
             return 0;
         }
-        let _slack = TightTimerSlack::new();
+        let _slack = TightTimerSlack::engage();
         let word = self.budget.wake_word();
         let give_up_at = start + MAX_YIELD_NS;
         let mut now = start;

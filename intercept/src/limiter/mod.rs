@@ -1,6 +1,49 @@
-//! The compute limiter's seam: every launch wrapper calls [`before_launch`] before handing the
-//! launch to the driver. This first version admits every launch at no cost; the compute
-//! limiter fills it in (its cells live in the ledger's `ComputeCell`/`DeviceContention`).
+//! The compute limiter: every launch wrapper calls [`before_launch`] before handing the launch
+//! to the driver, and the launch waits there (bounded) until the container's share of the
+//! device allows it.
+//!
+//! # Design
+//!
+//! * **What is limited** is device time: a container capped at X % gets X % of the device's
+//!   busy time. The budget is a token bucket in device-nanoseconds per container and device,
+//!   refilled at X % of wall time, kept in the container's `ComputeCell` so that all of its
+//!   processes, threads and streams draw on one budget (`hami_ledger::compute::Budget`), and
+//!   each device independently.
+//! * **Every launch kind is charged the same way**: `cuLaunchKernel`, `cuLaunchKernelEx`,
+//!   `cuLaunchCooperativeKernel`, `cuGraphLaunch` and their per-thread-stream variants all call
+//!   [`before_launch`]; a graph is charged at graph level.
+//! * **Charge first, measure later.** A kernel's device time is unknown when it is launched,
+//!   so the launch is charged an estimate before it is enqueued, and one process per container
+//!   (the measurer, [`watcher`]) reads the container's measured busy time from NVML
+//!   ([`busy`]) and trues the budget up ([`controller`]): the long-run debit equals the
+//!   measured time, so the share converges to the cap whatever the estimates, while learned
+//!   estimates keep the short term smooth.
+//! * **Waiting** ([`gate`]): a launch that finds the budget short knows the exact instant its
+//!   claim will be covered and sleeps on the cell's futex word until then (timer slack lowered
+//!   to 1 µs), or until a measurer wakes it because budget or the rate went up. No sleep loop.
+//! * **Policies**: `hard` refills at the cap, always. `burst` refills at the whole device while
+//!   the node's contention view shows no other container wanting the device, and at the cap
+//!   within about 0.1 s of someone else's first launch. **Priority**: a normal container yields
+//!   while a high-priority container on the device launched in the last 50 ms.
+//! * **Liveness**: one launch never waits more than 2 s for budget nor yields more than 1 s to
+//!   priority, so a capped rank of a collective is slowed, never stopped.
+//!
+//! The hot path (budget available, nothing to yield to) is a clock read and a handful of
+//! atomics on the shared cell: no lock, syscall or allocation.
+
+pub mod busy;
+pub mod controller;
+pub mod futex;
+pub mod gate;
+pub mod process;
+pub mod watcher;
+
+#[cfg(test)]
+mod simulated_device_tests;
+
+use std::sync::OnceLock;
+
+use process::ProcessLimiter;
 
 /// How a launch reaches the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +93,23 @@ impl<'a> LaunchSite<'a> {
     }
 }
 
+/// The process's limiter, built at the first launch; `None` when nothing is capped.
+static LIMITER: OnceLock<Option<&'static ProcessLimiter>> = OnceLock::new();
+
 /// Called before every launch; may wait (bounded) until the container's compute share allows
 /// the launch. Never fails the launch.
 #[inline(always)]
-pub fn before_launch(_site: &LaunchSite<'_>) {}
+pub fn before_launch(site: &LaunchSite<'_>) {
+    if let Some(limiter) = *LIMITER.get_or_init(ProcessLimiter::from_env) {
+        gate_launch(limiter, site);
+    }
+}
+
+#[inline(never)]
+fn gate_launch(limiter: &'static ProcessLimiter, site: &LaunchSite<'_>) {
+    let Some(device) = site.device_slot().and_then(|index| limiter.device(index)) else {
+        return;
+    };
+    watcher::ensure_running(limiter);
+    device.gate.admit();
+}

@@ -106,7 +106,7 @@ fn shares(tenants: &[Tenant], warmup: Duration, window: Duration) -> Vec<f64> {
                     let step = controller.step(
                         budget,
                         Some(contention),
-                        tenant.busy_ns.load(Ordering::Relaxed),
+                        Some(tenant.busy_ns.load(Ordering::Relaxed)),
                         now,
                         tenant.config.cap_ppm,
                         tenant.config.burst,

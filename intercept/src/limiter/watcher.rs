@@ -1,0 +1,90 @@
+//! The measurer thread: one per process that launched on a capped device, of which exactly
+//! one per container and device (the holder of the cell's lease) measures and corrects.
+//!
+//! Every [`PERIOD`] the thread renews or tries to take the lease of each capped device. The
+//! holder reads the container's busy time from its [`BusySource`] and runs the
+//! [`Controller`]; the others only sleep. A holder that dies or stops stops renewing, and
+//! another process takes over within [`LEASE_NS`]. Nothing here is on a launch's path.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::busy::{BusySource, NvmlBusy};
+use super::controller::Controller;
+use super::futex::{monotonic_ns, wake_all};
+use super::process::ProcessLimiter;
+use crate::hami_log;
+use crate::log::Level;
+use hami_ledger::compute::PPM;
+
+/// Measurement period.
+pub const PERIOD: Duration = Duration::from_millis(25);
+/// How long a measurer's lease lasts without renewal.
+pub const LEASE_NS: u64 = 250_000_000;
+
+/// Whether this process runs its watcher (reset in a forked child, whose threads are gone).
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn after_fork_in_child() {
+    STARTED.store(false, Ordering::Release);
+}
+
+/// Starts the watcher thread of this process unless it runs (one atomic load when it does).
+#[inline]
+pub fn ensure_running(limiter: &'static ProcessLimiter) {
+    if STARTED.load(Ordering::Acquire) || STARTED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    static FORK_HANDLER: AtomicBool = AtomicBool::new(false);
+    if !FORK_HANDLER.swap(true, Ordering::AcqRel) {
+        // SAFETY: the handler performs one atomic store, which is allowed in a forked child.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    }
+    let spawned = std::thread::Builder::new()
+        .name("hami-limiter".into())
+        .spawn(move || run(limiter));
+    if let Err(err) = spawned {
+        hami_log!(Level::Warn, "no limiter watcher (estimates only): {err}");
+    }
+}
+
+fn run(limiter: &'static ProcessLimiter) {
+    let pid = std::process::id();
+    let mut source: Option<Option<NvmlBusy>> = None;
+    let mut controllers = vec![Controller::default(); limiter.devices.len()];
+    loop {
+        let now = monotonic_ns();
+        let mut pids: Option<Vec<u32>> = None;
+        for (index, device) in limiter.devices.iter().enumerate() {
+            let Some(device) = device else { continue };
+            let config = device.gate.config();
+            if config.cap_ppm >= PPM {
+                continue;
+            }
+            let budget = device.gate.budget();
+            if !budget.hold_measurer_lease(pid, now, LEASE_NS) {
+                continue;
+            }
+            let busy = source
+                .get_or_insert_with(NvmlBusy::open)
+                .as_mut()
+                .and_then(|nvml| {
+                    let pids = pids.get_or_insert_with(|| limiter.container_pids());
+                    nvml.busy_since_last(&device.key, pids)
+                });
+            let measured = busy.map(|delta| budget.measured_ns() + delta);
+            let step = controllers[index].step(
+                budget,
+                device.gate.contention(),
+                measured,
+                now,
+                config.cap_ppm,
+                config.burst,
+            );
+            if step.wake && budget.bump_wake_seq() {
+                wake_all(budget.wake_word());
+            }
+        }
+        std::thread::sleep(PERIOD);
+    }
+}
