@@ -1,0 +1,237 @@
+//! The FGD fragmentation measure: how much of a node's free device compute the expected
+//! next task could not use, averaged over the target workload (the frequent task shapes).
+
+use crate::model::{ModelId, ModelSet};
+
+/// The shape of a task class, the key that groups a trace into classes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClassKey {
+    pub cpu_milli: u64,
+    /// Compute per device, milli-device (0 for CPU-only).
+    pub milli: u32,
+    pub device_count: u32,
+    /// Accepted models as written in the trace (empty = any); ordering key only.
+    pub spec: String,
+}
+
+/// One class of the target workload and its probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadClass {
+    pub cpu_milli: u64,
+    pub milli: u32,
+    pub device_count: u32,
+    pub models: ModelSet,
+    /// Typical (median) memory of the class's tasks, MiB; 0 where memory is ignored.
+    pub memory_mib: u64,
+    pub probability: f64,
+}
+
+/// The target workload M: the most frequent task classes covering a share of all tasks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetWorkload {
+    pub classes: Vec<WorkloadClass>,
+}
+
+impl TargetWorkload {
+    /// Builds M from the original task list: classes by count, largest first (equal
+    /// counts: larger key first), kept until they cover `coverage` of the tasks.
+    /// Each task comes with its memory; a class's memory is its tasks' median.
+    pub fn from_tasks<'a>(
+        tasks: impl IntoIterator<Item = (&'a ClassKey, ModelSet, u64)>,
+        coverage: f64,
+    ) -> Self {
+        let mut counts: Vec<(ClassKey, ModelSet, u64)> = Vec::new();
+        let mut memories: Vec<Vec<u64>> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        let mut total = 0u64;
+        for (key, models, memory) in tasks {
+            total += 1;
+            let slot = *index.entry(key.clone()).or_insert_with(|| {
+                counts.push((key.clone(), models, 0));
+                memories.push(Vec::new());
+                counts.len() - 1
+            });
+            counts[slot].2 += 1;
+            memories[slot].push(memory);
+        }
+        let median_memory: std::collections::HashMap<ClassKey, u64> = counts
+            .iter()
+            .zip(&mut memories)
+            .map(|((key, _, _), m)| {
+                m.sort_unstable();
+                (key.clone(), m[m.len() / 2])
+            })
+            .collect();
+        counts.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| b.0.cmp(&a.0)));
+        let mut kept = Vec::new();
+        let mut covered = 0u64;
+        for (key, models, count) in counts {
+            if total > 0 && covered as f64 >= coverage * total as f64 {
+                break;
+            }
+            covered += count;
+            kept.push((key, models, count));
+        }
+        let classes = kept
+            .into_iter()
+            .map(|(key, models, count)| WorkloadClass {
+                memory_mib: median_memory[&key],
+                cpu_milli: key.cpu_milli,
+                milli: key.milli,
+                device_count: key.device_count,
+                models,
+                probability: count as f64 / covered.max(1) as f64,
+            })
+            .collect();
+        TargetWorkload { classes }
+    }
+
+    /// M with every class's memory set to 0: the paper's measure, blind to memory.
+    pub fn ignoring_memory(&self) -> TargetWorkload {
+        let classes = self
+            .classes
+            .iter()
+            .map(|c| WorkloadClass {
+                memory_mib: 0,
+                ..c.clone()
+            })
+            .collect();
+        TargetWorkload { classes }
+    }
+
+    /// F_n(M): expected free compute (milli-device) of a node that a task drawn from M
+    /// could not use, given its free CPU, free compute per device and model.
+    pub fn node_fragmentation(
+        &self,
+        cpu_free: u64,
+        memory_free: u64,
+        free: &[u32],
+        model: Option<ModelId>,
+    ) -> f64 {
+        if free.is_empty() {
+            return 0.0;
+        }
+        let total: u32 = free.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let mut expected = 0.0;
+        for class in &self.classes {
+            expected += class.probability
+                * f64::from(class_fragment(
+                    class,
+                    cpu_free,
+                    memory_free,
+                    free,
+                    total,
+                    model,
+                ));
+        }
+        expected
+    }
+}
+
+/// f_n(m) for one class: the free compute that class could not use on this node.
+fn class_fragment(
+    class: &WorkloadClass,
+    cpu_free: u64,
+    memory_free: u64,
+    free: &[u32],
+    total: u32,
+    model: Option<ModelId>,
+) -> u32 {
+    if class.device_count == 0 || cpu_free < class.cpu_milli || memory_free < class.memory_mib {
+        return total;
+    }
+    match model {
+        Some(m) if class.models.contains(m) => {}
+        _ => return total,
+    }
+    let mut fitting = 0u32;
+    let mut unusable = 0u32;
+    for &r in free {
+        if r >= class.milli {
+            fitting += 1;
+        } else {
+            unusable += r;
+        }
+    }
+    if fitting >= class.device_count {
+        unusable
+    } else {
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(cpu: u64, milli: u32, count: u32) -> ClassKey {
+        ClassKey {
+            cpu_milli: cpu,
+            milli,
+            device_count: count,
+            spec: String::new(),
+        }
+    }
+
+    #[test]
+    fn workload_keeps_frequent_classes_until_coverage() {
+        let a = key(1000, 500, 1);
+        let b = key(2000, 1000, 1);
+        let c = key(3000, 0, 0);
+        let tasks: Vec<&ClassKey> = [&a, &a, &a, &a, &a, &a, &b, &b, &b, &c].to_vec();
+        let m = TargetWorkload::from_tasks(
+            tasks
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (*k, ModelSet::ANY, i as u64)),
+            0.85,
+        );
+        assert_eq!(m.classes.len(), 2);
+        assert!((m.classes[0].probability - 6.0 / 9.0).abs() < 1e-12);
+        assert_eq!(m.classes[1].milli, 1000);
+        // Tasks 0..6 are class a: median memory of [0, 1, 2, 3, 4, 5] is the upper middle.
+        assert_eq!(m.classes[0].memory_mib, 3);
+        assert_eq!(m.ignoring_memory().classes[0].memory_mib, 0);
+    }
+
+    #[test]
+    fn fragment_follows_the_four_cases() {
+        let m = TargetWorkload {
+            classes: vec![WorkloadClass {
+                cpu_milli: 4000,
+                milli: 500,
+                device_count: 1,
+                models: ModelSet::only(0),
+                memory_mib: 100,
+                probability: 1.0,
+            }],
+        };
+        // Fits: only the 300 milli GPU is unusable.
+        assert_eq!(
+            m.node_fragmentation(8000, 1000, &[300, 600], Some(0)),
+            300.0
+        );
+        // CPU short: everything free is a fragment.
+        assert_eq!(
+            m.node_fragmentation(1000, 1000, &[300, 600], Some(0)),
+            900.0
+        );
+        // Model refused: everything free is a fragment.
+        assert_eq!(
+            m.node_fragmentation(8000, 1000, &[300, 600], Some(1)),
+            900.0
+        );
+        // No GPU with room: everything.
+        assert_eq!(
+            m.node_fragmentation(8000, 1000, &[300, 400], Some(0)),
+            700.0
+        );
+        // Memory short: everything free is a fragment.
+        assert_eq!(m.node_fragmentation(8000, 50, &[300, 600], Some(0)), 900.0);
+        // Nothing free: nothing fragmented.
+        assert_eq!(m.node_fragmentation(8000, 1000, &[0, 0], Some(0)), 0.0);
+    }
+}
