@@ -134,7 +134,7 @@ fn threads_never_overshoot_and_the_total_matches_live_bytes() {
             let (usage, live_total) = (Arc::clone(&usage), Arc::clone(&live_total));
             std::thread::spawn(move || {
                 let slot = usage.register().unwrap();
-                let mut rng = seed * 0x9e37_79b9_7f4a_7c15 + 1;
+                let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
                 let mut live = Vec::new();
                 for _ in 0..20_000 {
                     rng ^= rng << 13;

@@ -38,7 +38,7 @@ impl UsageLedger {
     /// Reserves `bytes` on device `dev` for `slot`, if the container's total stays within
     /// `limit`. Exact under any concurrency. When the cap is hit, dead processes' bytes are
     /// reclaimed and the reservation is tried once more. A device outside the ledger has no
-    /// capacity.
+    /// capacity. A device without a cap passes `u64::MAX` as `limit`.
     #[inline]
     pub fn reserve(
         &self,

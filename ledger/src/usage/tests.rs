@@ -28,6 +28,14 @@ fn holding_slot(usage: &UsageLedger, held: u64) -> ProcessSlot {
 }
 
 #[test]
+fn handles_can_live_in_statics_shared_by_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<UsageLedger>();
+    shareable::<ProcessSlot>();
+    shareable::<crate::NodeLedger>();
+}
+
+#[test]
 fn a_process_dead_inside_a_reservation_is_reclaimed_exactly() {
     let (_dir, usage) = ledger();
     let survivor = usage.register().unwrap();
