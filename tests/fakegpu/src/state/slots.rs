@@ -1,0 +1,169 @@
+//! Process slots: one record per process that holds a context, and the liveness of its owner.
+//!
+//! A slot is owned by whoever holds the `flock` on `slot-NN.lock` in the state directory.
+//! The kernel drops that lock when the owner dies, however it dies (SIGKILL included), and
+//! `flock` works across PID namespaces, so a process in another container can tell that a
+//! slot's owner is gone and give its memory back.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use super::layout::{BUCKETS, MAX_PROCESSES, ProcessRecord};
+use super::{SharedState, StateError, saturating_sub};
+
+/// This process's slot; the lock file stays open (and locked) as long as the slot lives.
+pub struct Slot {
+    index: usize,
+    generation: u32,
+    _lock: File,
+}
+
+impl Slot {
+    /// The claim generation of the slot (24 bits).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Index of the slot in the state file.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl SharedState {
+    fn slot_path(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("slot-{index:02}.lock"))
+    }
+
+    fn try_lock_slot(&self, index: usize) -> Option<File> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o666)
+            .open(self.slot_path(index))
+            .ok()?;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o666));
+        // SAFETY: flock on a descriptor owned by `file`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        (rc == 0).then_some(file)
+    }
+
+    /// Claims a free slot (or one whose owner died) for process `pid`.
+    pub fn claim_slot(&self, pid: u32) -> Result<Slot, StateError> {
+        for index in 0..MAX_PROCESSES {
+            if let Some(lock) = self.try_lock_slot(index) {
+                self.clear_record(index);
+                let record = &self.state.processes[index];
+                let generation = record
+                    .generation
+                    .fetch_add(1, Ordering::AcqRel)
+                    .wrapping_add(1)
+                    & 0xff_ffff;
+                record.pid.store(pid, Ordering::Release);
+                return Ok(Slot {
+                    index,
+                    generation,
+                    _lock: lock,
+                });
+            }
+        }
+        Err(StateError::NoFreeSlot(MAX_PROCESSES))
+    }
+
+    /// Whether the owner of slot `index` is alive; a dead owner's record is cleared.
+    pub fn slot_alive(&self, index: usize, own: Option<&Slot>) -> bool {
+        if own.is_some_and(|slot| slot.index == index) {
+            return true;
+        }
+        if self.state.processes[index].pid.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        match self.try_lock_slot(index) {
+            Some(_lock) => {
+                self.clear_record(index);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Gives back everything held by processes that died; returns how many were found.
+    pub fn reclaim_dead(&self, own: Option<&Slot>) -> usize {
+        (0..MAX_PROCESSES)
+            .filter(|index| self.state.processes[*index].pid.load(Ordering::Acquire) != 0)
+            .filter(|index| !self.slot_alive(*index, own))
+            .count()
+    }
+
+    /// The current claim generation of slot `index`.
+    pub fn slot_generation(&self, index: usize) -> u32 {
+        self.state.processes[index]
+            .generation
+            .load(Ordering::Acquire)
+            & 0xff_ffff
+    }
+
+    /// Pids of occupied slots with their index (owners may have died since).
+    pub fn occupied_slots(&self) -> Vec<(usize, u32)> {
+        self.state
+            .processes
+            .iter()
+            .enumerate()
+            .map(|(index, record)| (index, record.pid.load(Ordering::Acquire)))
+            .filter(|(_, pid)| *pid != 0)
+            .collect()
+    }
+
+    /// Called with the slot's lock held: returns its memory to the devices and zeroes it.
+    fn clear_record(&self, index: usize) {
+        let record: &ProcessRecord = &self.state.processes[index];
+        for (device, usage) in self.state.devices.iter().zip(&record.devices) {
+            let held = usage.memory.swap(0, Ordering::AcqRel);
+            saturating_sub(&device.used_memory, held);
+            usage.contexts.store(0, Ordering::Release);
+            usage.busy_total_ns.store(0, Ordering::Relaxed);
+            for bucket in usage.busy.iter().take(BUCKETS) {
+                bucket.epoch.store(0, Ordering::Relaxed);
+                bucket.busy_ns.store(0, Ordering::Relaxed);
+            }
+        }
+        record.pid.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::config;
+    use super::*;
+
+    #[test]
+    fn a_released_slot_returns_its_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = SharedState::attach(&config(dir.path(), 64 << 20)).unwrap();
+        let other = SharedState::attach(&config(dir.path(), 64 << 20)).unwrap();
+        let slot = state.claim_slot(4242).unwrap();
+        assert!(state.reserve(&slot, 0, 48 << 20));
+        let index = slot.index();
+        assert!(other.slot_alive(index, None));
+        assert_eq!(other.reclaim_dead(None), 0);
+        drop(slot);
+        assert_eq!(other.reclaim_dead(None), 1);
+        assert_eq!(other.device(0).unwrap().used_memory, 0);
+        assert!(other.occupied_slots().is_empty());
+    }
+
+    #[test]
+    fn live_slots_are_distinct() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = SharedState::attach(&config(dir.path(), 64 << 20)).unwrap();
+        let a = state.claim_slot(1).unwrap();
+        let b = state.claim_slot(2).unwrap();
+        assert_ne!(a.index(), b.index());
+        assert_eq!(state.occupied_slots().len(), 2);
+    }
+}
