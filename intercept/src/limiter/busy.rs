@@ -3,8 +3,9 @@
 //!
 //! `nvmlDeviceGetProcessUtilization(device, samples, count, last_seen)` returns, per process,
 //! the samples newer than `last_seen` (µs), each carrying the percentage of its sample period
-//! the process kept the SMs busy. A sample's period runs from that process's previous sample
-//! (or from `last_seen` for the first one we see), so busy time is `smUtil% × period`. This is
+//! the process kept the SMs busy. A sample's period runs from that process's previous sample,
+//! but not from before `last_seen` (a process missing from a query was idle during it), so
+//! busy time is `smUtil% × period`. This is
 //! the one measure that exists on a real GPU and on the simulated device alike, that counts
 //! every kernel whatever launched it (graphs, cooperative, other libraries' streams), and that
 //! attributes time-slicing with other containers correctly; its cost is latency (1/6–1 s sample
@@ -156,27 +157,83 @@ impl BusySource for NvmlBusy {
             return Some(0);
         }
         let samples = &self.samples[..usize::try_from(count).unwrap_or(0).min(MAX_SAMPLES)];
-        let first_call = cursor.last_seen_us == 0;
+        Some(cursor.absorb(samples, pids))
+    }
+}
+
+impl DeviceCursor {
+    /// Adds up the busy time of `pids` in `samples` and moves the cursor past them.
+    fn absorb(&mut self, samples: &[nvmlProcessUtilizationSample_t], pids: &[u32]) -> u64 {
+        let first_call = self.last_seen_us == 0;
         let mut busy_ns = 0u64;
-        let mut newest = cursor.last_seen_us;
+        let mut newest = self.last_seen_us;
         let mut ordered: Vec<&nvmlProcessUtilizationSample_t> = samples.iter().collect();
         ordered.sort_by_key(|s| s.timeStamp);
         for sample in ordered {
-            if sample.timeStamp <= cursor.last_seen_us {
+            if sample.timeStamp <= self.last_seen_us {
                 continue;
             }
             newest = newest.max(sample.timeStamp);
-            let since = cursor
+            // A sample covers the time since this process's previous sample, but never more
+            // than since the previous query: a process absent from a query was idle in it.
+            let since = self
                 .last_sample_us
                 .insert(sample.pid, sample.timeStamp)
-                .unwrap_or(cursor.last_seen_us);
-            if first_call || !pids.contains(&sample.pid) || since == 0 {
+                .unwrap_or(0)
+                .max(self.last_seen_us);
+            if first_call || !pids.contains(&sample.pid) {
                 continue;
             }
             let period_us = sample.timeStamp.saturating_sub(since);
             busy_ns += period_us * 1_000 * u64::from(sample.smUtil.min(100)) / 100;
         }
-        cursor.last_seen_us = newest;
-        Some(busy_ns)
+        self.last_seen_us = newest;
+        busy_ns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(pid: u32, at_us: u64, percent: u32) -> nvmlProcessUtilizationSample_t {
+        nvmlProcessUtilizationSample_t {
+            pid,
+            timeStamp: at_us,
+            smUtil: percent,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn busy_is_percent_of_the_time_since_the_previous_query() {
+        let mut cursor = DeviceCursor::default();
+        // The first answer only positions the cursor: its window is unknown.
+        assert_eq!(cursor.absorb(&[sample(7, 1_000_000, 90)], &[7]), 0);
+        let busy = cursor.absorb(&[sample(7, 1_025_000, 40), sample(8, 1_025_000, 50)], &[7]);
+        assert_eq!(busy, 10_000_000, "40 % of 25 ms, and pid 8 is not ours");
+    }
+
+    #[test]
+    fn a_process_idle_for_a_while_is_not_charged_for_its_idle_time() {
+        let mut cursor = DeviceCursor::default();
+        cursor.absorb(&[sample(7, 1_000_000, 10)], &[7]);
+        cursor.absorb(&[sample(8, 2_000_000, 10)], &[7, 8]);
+        let busy = cursor.absorb(&[sample(7, 2_100_000, 50)], &[7, 8]);
+        assert_eq!(
+            busy, 50_000_000,
+            "50 % of the 100 ms since the last query, not of 1.1 s"
+        );
+    }
+
+    #[test]
+    fn samples_already_seen_are_not_counted_twice() {
+        let mut cursor = DeviceCursor::default();
+        cursor.absorb(&[sample(7, 1_000_000, 10)], &[7]);
+        assert_eq!(
+            cursor.absorb(&[sample(7, 1_100_000, 100)], &[7]),
+            100_000_000
+        );
+        assert_eq!(cursor.absorb(&[sample(7, 1_100_000, 100)], &[7]), 0);
     }
 }

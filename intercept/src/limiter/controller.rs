@@ -25,7 +25,7 @@ pub const BURST_YIELD_WINDOW_NS: u64 = 100_000_000;
 /// Launches to observe before the per-launch estimate is updated.
 const ESTIMATE_MIN_LAUNCHES: u64 = 8;
 /// Longest observation before the per-launch estimate is updated anyway.
-const ESTIMATE_MAX_SPAN_NS: u64 = 200_000_000;
+const ESTIMATE_MAX_SPAN_NS: u64 = 100_000_000;
 
 /// What the measurer remembers between periods for one device.
 #[derive(Debug, Default, Clone)]
@@ -104,8 +104,11 @@ impl Controller {
         }
         if observed > 0 && busy > 0 {
             let sample = busy / observed;
+            // Smooth small changes; jump when the kernels clearly changed (or at the start,
+            // when the estimate is the default), so a wrong guess does not linger.
             let estimate = match budget.launch_estimate_ns() {
                 0 => sample,
+                old if sample > old * 4 || sample < old / 4 => sample,
                 old => (old + sample) / 2,
             };
             budget.set_launch_estimate_ns(estimate.max(1));

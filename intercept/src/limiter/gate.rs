@@ -20,8 +20,10 @@ pub const MAX_WAIT_NS: u64 = 2_000_000_000;
 pub const MAX_YIELD_NS: u64 = 1_000_000_000;
 /// A high-priority container counts as active this long after its last launch.
 pub const HIGH_ACTIVE_WINDOW_NS: u64 = 50_000_000;
-/// Charge for a launch before anything was learned about the container's kernels.
-pub const DEFAULT_LAUNCH_ESTIMATE_NS: u64 = 500_000;
+/// Charge for a launch before anything was learned about the container's kernels: on the
+/// long side of common kernels, so that a wrong first guess throttles for a moment (and is
+/// credited back) rather than letting a queue of work past the cap.
+pub const DEFAULT_LAUNCH_ESTIMATE_NS: u64 = 2_000_000;
 
 /// How a device's cap applies to the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -172,7 +172,7 @@ fn two_saturating_tenants_split_thirty_seventy() {
 
 #[test]
 fn long_kernels_far_from_the_first_estimate_are_held_to_the_cap() {
-    // 10 ms kernels are 20 times the estimate charged before anything was learned.
+    // 10 ms kernels are 5 times the estimate charged before anything was learned.
     let tenant = Tenant::new(30, Duration::from_millis(10));
     let share = shares(&[tenant], Duration::from_secs(1), Duration::from_secs(3));
     assert_near(share[0], 30, 5.0);
