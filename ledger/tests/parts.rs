@@ -343,3 +343,21 @@ fn usage_attach_refuses_truncated_files() {
         Ok(_) => panic!("truncated usage attached"),
     }
 }
+
+#[test]
+fn reclaim_refuses_a_usage_file_shrunk_after_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.ledger");
+    UsageLedger::create(&path, 1).unwrap();
+    let usage = UsageLedger::attach(&path).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let err = usage
+        .reclaim_dead()
+        .expect_err("a shrunk file was reclaimed");
+    assert!(err.to_string().contains("truncated"), "{err}");
+}

@@ -58,6 +58,20 @@ impl UsageLedger {
         let io = |op| move |err| FileError::io(op, &self.path, err);
         // A description of its own: its locks are this pass's alone, even after a fork.
         let pass = crate::file::reopen(self.file.as_fd(), &self.path)?;
+        // The container may shrink its own file; refuse rather than touch pages past its end
+        // (host tools run this on files the container can write).
+        let found = pass.metadata().map_err(io("stat"))?.len();
+        if found < self.map.len() as u64 {
+            return Err(FileError::Invalid {
+                path: self.path.clone(),
+                kind: crate::header::PartKind::Usage,
+                problem: crate::header::LayoutError::Truncated {
+                    found,
+                    expected: self.map.len() as u64,
+                },
+            }
+            .into());
+        }
         let mut report = ReclaimReport {
             reclaimed_bytes: vec![0; self.n_devices],
             ..ReclaimReport::default()

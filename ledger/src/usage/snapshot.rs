@@ -35,6 +35,8 @@ pub struct UsageSnapshot {
     pub reclaimed_slots: u64,
     /// Releases of more than a slot held (caller bugs), clamped.
     pub underflows: u64,
+    /// Operations that stopped waiting for a slow reclaim pass (each made that pass give up).
+    pub bypasses: u64,
 }
 
 impl UsageLedger {
@@ -70,6 +72,7 @@ impl UsageLedger {
             slots,
             reclaimed_slots: control.reclaimed_slots.load(Ordering::Relaxed),
             underflows: control.underflows.load(Ordering::Relaxed),
+            bypasses: control.bypasses.load(Ordering::Relaxed),
         }
     }
 }
