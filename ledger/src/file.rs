@@ -59,9 +59,12 @@ pub(crate) fn read_checked(
     Ok(image)
 }
 
-/// Publishes `image` at `path` atomically, with permission bits `mode` (not masked by umask:
-/// the usage part must be writable by the container's user).
+/// Publishes `image` at `path` atomically (creating missing directories), with permission bits
+/// `mode` (not masked by umask: the usage part must be writable by the container's user).
 pub(crate) fn write_atomically(path: &Path, image: &[u8], mode: u32) -> Result<(), FileError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|err| FileError::io("create directory", parent, err))?;
+    }
     let temp = temp_path(path);
     let result = write_temp(&temp, image, mode).and_then(|()| {
         fs::rename(&temp, path).map_err(|err| FileError::io("rename into place", path, err))

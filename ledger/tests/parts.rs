@@ -361,3 +361,22 @@ fn reclaim_refuses_a_usage_file_shrunk_after_attach() {
         .expect_err("a shrunk file was reclaimed");
     assert!(err.to_string().contains("truncated"), "{err}");
 }
+
+#[test]
+fn writers_create_the_container_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = hami_ledger::paths::LedgerDir::new(dir.path().join("hami"));
+    limits::write(root.limits("ctr-1").unwrap(), &container_limits()).unwrap();
+    UsageLedger::create(root.usage("ctr-1").unwrap(), 2).unwrap();
+    NodeLedger::create(root.node(), &devices()).unwrap();
+    assert_eq!(
+        limits::read(root.limits("ctr-1").unwrap()).unwrap(),
+        container_limits()
+    );
+    assert_eq!(
+        UsageLedger::attach(root.usage("ctr-1").unwrap())
+            .unwrap()
+            .n_devices(),
+        2
+    );
+}
