@@ -34,6 +34,7 @@ impl Accounts for ProcessAccounts {
     fn reserve(&self, device: usize, bytes: u64, limit: u64) -> Result<(), OverCap> {
         match self {
             ProcessAccounts::Ledger(ledger) => ledger.reserve(device, bytes, limit),
+            ProcessAccounts::Refused if bytes == 0 => Ok(()),
             ProcessAccounts::Refused => Err(OverCap {
                 device,
                 requested: bytes,

@@ -98,6 +98,9 @@ impl<A: Accounts> Engine<A> {
     /// charge lives as long as the process (a context's memory is returned at exit, when the
     /// ledger reclaims the slot).
     pub fn charge_context(&self, device: usize) -> Result<(), OverCap> {
+        if self.context_overhead == 0 {
+            return Ok(());
+        }
         let Some(flag) = self.context_charged.get(device) else {
             return Err(OverCap {
                 device,

@@ -30,26 +30,18 @@ pub struct Holder {
 impl Holder {
     /// Spawns `command` and waits for its report line.
     pub fn spawn(command: &mut Command) -> Holder {
-        let mut child = command
+        Holder::start(command).report()
+    }
+
+    /// Spawns `command` without waiting for its report (to start many at once).
+    pub fn start(command: &mut Command) -> Started {
+        let child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn test program");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read report");
-        assert!(
-            !line.is_empty(),
-            "program exited before reporting: {:?}",
-            child.wait()
-        );
-        Holder {
-            child,
-            report: parse_line(line.trim()),
-        }
+        Started { child }
     }
 
     /// Closes stdin and waits for the exit.
@@ -72,4 +64,29 @@ pub fn code(report: &serde_json::Value, name: &str) -> i64 {
     report[name]
         .as_i64()
         .unwrap_or_else(|| panic!("no {name} in {report}"))
+}
+
+/// A started program whose report has not been read yet.
+pub struct Started {
+    pub child: Child,
+}
+
+impl Started {
+    /// Waits for the report line.
+    pub fn report(mut self) -> Holder {
+        let stdout = self.child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read report");
+        assert!(
+            !line.is_empty(),
+            "program exited before reporting: {:?}",
+            self.child.wait()
+        );
+        Holder {
+            child: self.child,
+            report: parse_line(line.trim()),
+        }
+    }
 }
