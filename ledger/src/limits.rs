@@ -206,12 +206,12 @@ fn decode(image: &[u8]) -> Result<ContainerLimits, LayoutError> {
             })
         })
         .collect::<Result<Vec<_>, LayoutError>>()?;
-    model::check_unique(devices.iter().map(|d| d.uuid.as_str())).map_err(|_| {
-        LayoutError::BadRecord {
-            record: 0,
+    if let Some(record) = model::first_duplicate(devices.iter().map(|d| d.uuid.as_str())) {
+        return Err(LayoutError::BadRecord {
+            record,
             field: "uuid (duplicate)",
-        }
-    })?;
+        });
+    }
     Ok(ContainerLimits {
         container_id,
         devices,

@@ -129,16 +129,26 @@ pub enum InputError {
     DeviceCountOutOfRange { count: usize, max: usize },
 }
 
-/// Refuses duplicate UUIDs: a UUID is how every component tells whose cap is whose.
-pub(crate) fn check_unique<'a>(uuids: impl Iterator<Item = &'a str>) -> Result<(), InputError> {
+/// Position of the first UUID that repeats an earlier one.
+pub(crate) fn first_duplicate<'a>(uuids: impl Iterator<Item = &'a str>) -> Option<usize> {
     let mut seen: Vec<&str> = Vec::new();
-    for uuid in uuids {
+    for (at, uuid) in uuids.enumerate() {
         if seen.contains(&uuid) {
-            return Err(InputError::DuplicateUuid {
-                uuid: uuid.to_owned(),
-            });
+            return Some(at);
         }
         seen.push(uuid);
     }
-    Ok(())
+    None
+}
+
+/// Refuses duplicate UUIDs: a UUID is how every component tells whose cap is whose.
+pub(crate) fn check_unique<'a>(
+    uuids: impl Iterator<Item = &'a str> + Clone,
+) -> Result<(), InputError> {
+    match first_duplicate(uuids.clone()) {
+        Some(at) => Err(InputError::DuplicateUuid {
+            uuid: uuids.clone().nth(at).unwrap_or_default().to_owned(),
+        }),
+        None => Ok(()),
+    }
 }

@@ -4,7 +4,7 @@
 //! immutable after creation (checksummed); the contention cells are live words that the compute
 //! limiter defines and host tools update through a writable mapping.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -118,7 +118,7 @@ impl NodeLedger {
             kind: PartKind::Node,
             problem,
         })?;
-        let map = map_file(&file, path, writable)?;
+        let map = Mapping::new(&file, path, SPEC.size, writable)?;
         Ok(Self {
             path: path.to_owned(),
             devices,
@@ -168,12 +168,6 @@ impl NodeLedger {
         // (`contention_cell` refuses read-only parts).
         unsafe { self.map.base().cast::<NodeLayout>().as_ref() }
     }
-}
-
-fn map_file(file: &File, path: &Path, writable: bool) -> Result<Mapping, FileError> {
-    let map = Mapping::new(file, path, SPEC.size, writable)?;
-    debug_assert_eq!(map.len(), size_of::<NodeLayout>());
-    Ok(map)
 }
 
 fn record_offset(dev: usize) -> usize {
@@ -238,11 +232,11 @@ fn decode(image: &[u8]) -> Result<Vec<DeviceInfo>, LayoutError> {
             })
         })
         .collect::<Result<Vec<_>, LayoutError>>()?;
-    model::check_unique(devices.iter().map(|d| d.uuid.as_str())).map_err(|_| {
-        LayoutError::BadRecord {
-            record: 0,
+    if let Some(record) = model::first_duplicate(devices.iter().map(|d| d.uuid.as_str())) {
+        return Err(LayoutError::BadRecord {
+            record,
             field: "uuid (duplicate)",
-        }
-    })?;
+        });
+    }
     Ok(devices)
 }
