@@ -271,6 +271,7 @@ pub unsafe extern "C" fn nvmlDeviceGetName(
 
 fn memory(device: nvmlDevice_t) -> Result<(u64, u64), nvmlReturn_t> {
     let (driver, index) = device_index(device)?;
+    driver.state.reclaim_dead(None);
     let info = driver
         .state
         .device(index)

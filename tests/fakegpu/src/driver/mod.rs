@@ -41,10 +41,11 @@ pub fn attach() -> Result<&'static Driver, String> {
                 .map_err(|e| e.to_string())
                 .and_then(|config| SharedState::attach(&config).map_err(|e| e.to_string()));
             match result {
-                Ok(state) => Ok(Driver {
-                    state,
-                    slot: OnceLock::new(),
-                }),
+                Ok(state) => {
+                    // Processes that died holding memory are noticed by the next one to come.
+                    state.reclaim_dead(None);
+                    Ok(Driver { state, slot: OnceLock::new() })
+                }
                 Err(message) => {
                     // The one diagnostic of the library: without it a misconfigured
                     // environment would only show up as "no device".

@@ -98,10 +98,7 @@ impl Stream {
                     None => return,
                 }
             };
-            op.execute();
-            let mut queue = self.queue();
-            queue.completed += 1;
-            self.idle.notify_all();
+            self.finish(op);
         }
     }
 
@@ -123,11 +120,23 @@ impl Stream {
                         .unwrap_or_else(PoisonError::into_inner);
                 }
             };
-            op.execute();
-            let mut queue = self.queue();
-            queue.completed += 1;
-            self.idle.notify_all();
+            self.finish(op);
         }
+    }
+
+    /// Executes `op` and counts it done. An event record completes under the queue lock,
+    /// together with the count, so that whoever the event or the stream releases sees both.
+    fn finish(&self, op: Op) {
+        let record = matches!(op, Op::Record { .. });
+        if !record {
+            op.execute();
+        }
+        let mut queue = self.queue();
+        queue.completed += 1;
+        if record {
+            op.execute();
+        }
+        self.idle.notify_all();
     }
 
     /// Blocks until everything queued so far is done.
