@@ -7,12 +7,15 @@
  *   stress SEED OPS MAX random cuMemAlloc_v2/cuMemFree_v2 of 1..MAX bytes, then report the live
  *                      charge and hold the memory until stdin closes
  *   hold BYTES         allocate BYTES, report, hold until stdin closes
+ *   fork PARENT CHILD  allocate PARENT bytes, fork; the child allocates CHILD bytes and
+ *                      exits without freeing; report both codes, hold until stdin closes
  */
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef int CUresult;
@@ -109,6 +112,21 @@ int main(int argc, char **argv) {
         CUdeviceptr p = 0;
         CUresult rc = mem_alloc(&p, strtoull(argv[2], NULL, 0));
         printf("{\"code\":%d}\n", rc);
+        fflush(stdout);
+        wait_for_stdin_close();
+        return 0;
+    }
+    if (!strcmp(mode, "fork") && argc == 4) {
+        CUdeviceptr p = 0;
+        CUresult parent_rc = mem_alloc(&p, strtoull(argv[2], NULL, 0));
+        pid_t child = fork();
+        if (child == 0) {
+            CUdeviceptr q = 0;
+            _exit(mem_alloc(&q, strtoull(argv[3], NULL, 0)) == 0 ? 0 : 10);
+        }
+        int status = 0;
+        waitpid(child, &status, 0);
+        printf("{\"code\":%d,\"child_exit\":%d}\n", parent_rc, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
         fflush(stdout);
         wait_for_stdin_close();
         return 0;
