@@ -25,7 +25,10 @@ fn load_kernels() -> (CUfunction, CUfunction) {
         assert_eq!(get(&mut spin, module, c"hami_spin".as_ptr()), 0);
         assert_eq!(get(&mut fill, module, c"hami_fill".as_ptr()), 0);
         let mut missing = null_mut();
-        assert_eq!(get(&mut missing, module, c"no_such_kernel".as_ptr()), CUDA_ERROR_NOT_FOUND);
+        assert_eq!(
+            get(&mut missing, module, c"no_such_kernel".as_ptr()),
+            CUDA_ERROR_NOT_FOUND
+        );
     }
     (spin, fill)
 }
@@ -33,7 +36,21 @@ fn load_kernels() -> (CUfunction, CUfunction) {
 fn launch(f: CUfunction, stream: CUstream, params: &mut [*mut c_void]) -> CUresult {
     let launch: cuda::pfn::cuLaunchKernel = machine().sym("cuLaunchKernel");
     // SAFETY: `params` holds one pointer per kernel parameter.
-    unsafe { launch(f, 1, 1, 1, 32, 1, 1, 0, stream, params.as_mut_ptr(), null_mut()) }
+    unsafe {
+        launch(
+            f,
+            1,
+            1,
+            1,
+            32,
+            1,
+            1,
+            0,
+            stream,
+            params.as_mut_ptr(),
+            null_mut(),
+        )
+    }
 }
 
 #[test]
@@ -53,19 +70,39 @@ fn allocation_beyond_capacity_returns_out_of_memory_on_every_path() {
     unsafe {
         assert_eq!(alloc(&mut ptr, too_big), CUDA_ERROR_OUT_OF_MEMORY);
         let mut p = 0usize;
-        assert_eq!(pitch(&mut ptr, &mut p, 4096, too_big / 4096 + 1, 4), CUDA_ERROR_OUT_OF_MEMORY);
-        assert_eq!(managed(&mut ptr, too_big, CU_MEM_ATTACH_GLOBAL), CUDA_ERROR_OUT_OF_MEMORY);
-        assert_eq!(alloc_async(&mut ptr, too_big, null_mut()), CUDA_ERROR_OUT_OF_MEMORY);
+        assert_eq!(
+            pitch(&mut ptr, &mut p, 4096, too_big / 4096 + 1, 4),
+            CUDA_ERROR_OUT_OF_MEMORY
+        );
+        assert_eq!(
+            managed(&mut ptr, too_big, CU_MEM_ATTACH_GLOBAL),
+            CUDA_ERROR_OUT_OF_MEMORY
+        );
+        assert_eq!(
+            alloc_async(&mut ptr, too_big, null_mut()),
+            CUDA_ERROR_OUT_OF_MEMORY
+        );
         let prop = CUmemAllocationProp {
             type_: CU_MEM_ALLOCATION_TYPE_PINNED,
             requestedHandleTypes: 0,
-            location: CUmemLocation { type_: CU_MEM_LOCATION_TYPE_DEVICE, id: 0 },
+            location: CUmemLocation {
+                type_: CU_MEM_LOCATION_TYPE_DEVICE,
+                id: 0,
+            },
             win32HandleMetaData: null_mut(),
             allocFlags: Default::default(),
         };
         let mut handle = 0u64;
-        assert_eq!(create(&mut handle, DEVICE_MEMORY as usize + 2 * MIB, &prop, 0), CUDA_ERROR_OUT_OF_MEMORY);
-        let desc = CUDA_ARRAY_DESCRIPTOR { Width: 8192, Height: 32769, Format: CU_AD_FORMAT_FLOAT, NumChannels: 1 };
+        assert_eq!(
+            create(&mut handle, DEVICE_MEMORY as usize + 2 * MIB, &prop, 0),
+            CUDA_ERROR_OUT_OF_MEMORY
+        );
+        let desc = CUDA_ARRAY_DESCRIPTOR {
+            Width: 8192,
+            Height: 32769,
+            Format: CU_AD_FORMAT_FLOAT,
+            NumChannels: 1,
+        };
         let mut arr = null_mut();
         assert_eq!(array(&mut arr, &desc), CUDA_ERROR_OUT_OF_MEMORY);
 
@@ -80,7 +117,10 @@ fn allocation_beyond_capacity_returns_out_of_memory_on_every_path() {
         for p in held {
             assert_eq!(free(p), 0);
         }
-        assert_eq!(m.mem_info(), (DEVICE_MEMORY as usize, DEVICE_MEMORY as usize));
+        assert_eq!(
+            m.mem_info(),
+            (DEVICE_MEMORY as usize, DEVICE_MEMORY as usize)
+        );
         assert_eq!(alloc(&mut ptr, 0), CUDA_ERROR_INVALID_VALUE);
         assert_eq!(free(0xdead_0000), CUDA_ERROR_INVALID_VALUE);
     }
@@ -103,17 +143,37 @@ fn get_proc_address_v2_serves_what_the_cuda_12_runtime_asks_for() {
         ("cuMemFree", 0, "cuMemFree_v2"),
         ("cuMemGetInfo", 0, "cuMemGetInfo_v2"),
         ("cuCtxCreate", 0, "cuCtxCreate_v3"),
-        ("cuDevicePrimaryCtxRelease", 0, "cuDevicePrimaryCtxRelease_v2"),
+        (
+            "cuDevicePrimaryCtxRelease",
+            0,
+            "cuDevicePrimaryCtxRelease_v2",
+        ),
         ("cuStreamDestroy", 0, "cuStreamDestroy_v2"),
         ("cuEventDestroy", 0, "cuEventDestroy_v2"),
         ("cuStreamBeginCapture", 0, "cuStreamBeginCapture_v2"),
         ("cuGraphInstantiate", 0, "cuGraphInstantiateWithFlags"),
         ("cuGetProcAddress", 0, "cuGetProcAddress_v2"),
         ("cuLaunchKernel", 0, "cuLaunchKernel"),
-        ("cuLaunchKernel", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuLaunchKernel_ptsz"),
-        ("cuMemcpyHtoDAsync", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuMemcpyHtoDAsync_v2_ptsz"),
-        ("cuMemcpyDtoH", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuMemcpyDtoH_v2_ptds"),
-        ("cuMemAllocAsync", CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuMemAllocAsync_ptsz"),
+        (
+            "cuLaunchKernel",
+            CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM,
+            "cuLaunchKernel_ptsz",
+        ),
+        (
+            "cuMemcpyHtoDAsync",
+            CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM,
+            "cuMemcpyHtoDAsync_v2_ptsz",
+        ),
+        (
+            "cuMemcpyDtoH",
+            CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM,
+            "cuMemcpyDtoH_v2_ptds",
+        ),
+        (
+            "cuMemAllocAsync",
+            CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM,
+            "cuMemAllocAsync_ptsz",
+        ),
     ];
     for (base, flags, symbol) in expected {
         let (rc, pfn, status) = lookup(base, 12000, flags);
@@ -127,8 +187,22 @@ fn get_proc_address_v2_serves_what_the_cuda_12_runtime_asks_for() {
         let (rc, pfn, _) = lookup(entry.base, 12080, 0);
         assert!(rc == 0 && !pfn.is_null(), "{}", entry.base);
     }
-    assert_eq!(lookup("cuMemCreate", 10010, 0), (CUDA_ERROR_NOT_FOUND, null_mut(), CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT));
-    assert_eq!(lookup("cuNoSuchCall", 12000, 0), (CUDA_ERROR_NOT_FOUND, null_mut(), CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND));
+    assert_eq!(
+        lookup("cuMemCreate", 10010, 0),
+        (
+            CUDA_ERROR_NOT_FOUND,
+            null_mut(),
+            CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
+        )
+    );
+    assert_eq!(
+        lookup("cuNoSuchCall", 12000, 0),
+        (
+            CUDA_ERROR_NOT_FOUND,
+            null_mut(),
+            CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND
+        )
+    );
     assert_eq!(lookup("cuMemAlloc", 12000, 7).0, CUDA_ERROR_INVALID_VALUE);
 
     // The pointer served works: call cuDriverGetVersion through it.
@@ -166,7 +240,11 @@ fn copies_memsets_and_the_fill_kernel_move_real_bytes() {
         assert_eq!(output, input);
 
         let (mut dst, mut value, mut n) = (a, 0xabcd_1234u32, (count / 2) as u64);
-        let mut params = [(&mut dst as *mut u64).cast(), (&mut value as *mut u32).cast(), (&mut n as *mut u64).cast()];
+        let mut params = [
+            (&mut dst as *mut u64).cast(),
+            (&mut value as *mut u32).cast(),
+            (&mut n as *mut u64).cast(),
+        ];
         assert_eq!(launch(fill, null_mut(), &mut params), 0);
         assert_eq!(sync(), 0);
         assert_eq!(dtoh(output.as_mut_ptr().cast(), a, count * 4), 0);
@@ -178,11 +256,24 @@ fn copies_memsets_and_the_fill_kernel_move_real_bytes() {
         assert!(output.iter().all(|v| *v == 7));
 
         // Out of bounds: refused, not a crash.
-        assert_eq!(dtoh(output.as_mut_ptr().cast(), b, count * 4 + 4), CUDA_ERROR_INVALID_VALUE);
+        assert_eq!(
+            dtoh(output.as_mut_ptr().cast(), b, count * 4 + 4),
+            CUDA_ERROR_INVALID_VALUE
+        );
         let mut huge = 1u64 << 40;
-        let mut params = [(&mut dst as *mut u64).cast(), (&mut value as *mut u32).cast(), (&mut huge as *mut u64).cast()];
-        assert_eq!(launch(fill, null_mut(), &mut params), CUDA_ERROR_INVALID_VALUE);
-        assert_eq!(launch(0x1234 as CUfunction, null_mut(), &mut params), CUDA_ERROR_INVALID_HANDLE);
+        let mut params = [
+            (&mut dst as *mut u64).cast(),
+            (&mut value as *mut u32).cast(),
+            (&mut huge as *mut u64).cast(),
+        ];
+        assert_eq!(
+            launch(fill, null_mut(), &mut params),
+            CUDA_ERROR_INVALID_VALUE
+        );
+        assert_eq!(
+            launch(0x1234 as CUfunction, null_mut(), &mut params),
+            CUDA_ERROR_INVALID_HANDLE
+        );
     }
 }
 
@@ -240,10 +331,17 @@ fn stream_capture_records_a_graph_that_replays_on_launch() {
         assert_eq!(alloc(&mut buffer, 64), 0);
         assert_eq!(memset(buffer, 0, 16), 0);
         assert_eq!(create_stream(&mut stream, 0), 0);
-        assert_eq!(begin(null_mut(), CU_STREAM_CAPTURE_MODE_GLOBAL), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+        assert_eq!(
+            begin(null_mut(), CU_STREAM_CAPTURE_MODE_GLOBAL),
+            CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+        );
         assert_eq!(begin(stream, CU_STREAM_CAPTURE_MODE_GLOBAL), 0);
         let (mut dst, mut value, mut count) = (buffer, 42u32, 16u64);
-        let mut params = [(&mut dst as *mut u64).cast(), (&mut value as *mut u32).cast(), (&mut count as *mut u64).cast()];
+        let mut params = [
+            (&mut dst as *mut u64).cast(),
+            (&mut value as *mut u32).cast(),
+            (&mut count as *mut u64).cast(),
+        ];
         assert_eq!(launch(fill, stream, &mut params), 0);
         assert_eq!(end(stream, &mut graph), 0);
         // Captured, not run.
@@ -261,7 +359,8 @@ fn stream_capture_records_a_graph_that_replays_on_launch() {
 fn vmm_charges_physical_memory_and_maps_real_bytes() {
     let m = machine();
     m.use_device(4);
-    let granularity: cuda::pfn::cuMemGetAllocationGranularity = m.sym("cuMemGetAllocationGranularity");
+    let granularity: cuda::pfn::cuMemGetAllocationGranularity =
+        m.sym("cuMemGetAllocationGranularity");
     let create: cuda::pfn::cuMemCreate = m.sym("cuMemCreate");
     let release: cuda::pfn::cuMemRelease = m.sym("cuMemRelease");
     let reserve: cuda::pfn::cuMemAddressReserve = m.sym("cuMemAddressReserve");
@@ -274,7 +373,10 @@ fn vmm_charges_physical_memory_and_maps_real_bytes() {
     let prop = CUmemAllocationProp {
         type_: CU_MEM_ALLOCATION_TYPE_PINNED,
         requestedHandleTypes: 0,
-        location: CUmemLocation { type_: CU_MEM_LOCATION_TYPE_DEVICE, id: 4 },
+        location: CUmemLocation {
+            type_: CU_MEM_LOCATION_TYPE_DEVICE,
+            id: 4,
+        },
         win32HandleMetaData: null_mut(),
         allocFlags: Default::default(),
     };
@@ -282,7 +384,10 @@ fn vmm_charges_physical_memory_and_maps_real_bytes() {
     let size = 4 * MIB;
     // SAFETY: valid out-pointers, descriptors and buffers.
     unsafe {
-        assert_eq!(granularity(&mut gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM), 0);
+        assert_eq!(
+            granularity(&mut gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM),
+            0
+        );
         assert_eq!(gran, 2 * MIB);
         assert_eq!(create(&mut handle, MIB, &prop, 0), CUDA_ERROR_INVALID_VALUE);
         assert_eq!(create(&mut handle, size, &prop, 0), 0);
@@ -290,12 +395,18 @@ fn vmm_charges_physical_memory_and_maps_real_bytes() {
         assert_eq!(reserve(&mut va, size, 0, 0, 0), 0);
         assert_eq!(map(va, size, 0, handle, 0), 0);
         assert_eq!(map(va, size, 0, handle, 0), CUDA_ERROR_ALREADY_MAPPED);
-        let desc = CUmemAccessDesc { location: prop.location, flags: CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+        let desc = CUmemAccessDesc {
+            location: prop.location,
+            flags: CU_MEM_ACCESS_FLAGS_PROT_READWRITE,
+        };
         assert_eq!(access(va, size, &desc, 1), 0);
         let data = [9u8; 4096];
         let mut back = [0u8; 4096];
         assert_eq!(htod(va + MIB as u64, data.as_ptr().cast(), data.len()), 0);
-        assert_eq!(dtoh(back.as_mut_ptr().cast(), va + MIB as u64, back.len()), 0);
+        assert_eq!(
+            dtoh(back.as_mut_ptr().cast(), va + MIB as u64, back.len()),
+            0
+        );
         assert_eq!(back, data);
         // Released while mapped: the memory stays until the mapping goes.
         assert_eq!(release(handle), 0);
@@ -320,7 +431,10 @@ fn pools_charge_the_device_and_report_their_usage() {
     let props = CUmemPoolProps {
         allocType: CU_MEM_ALLOCATION_TYPE_PINNED,
         handleTypes: 0,
-        location: CUmemLocation { type_: CU_MEM_LOCATION_TYPE_DEVICE, id: 5 },
+        location: CUmemLocation {
+            type_: CU_MEM_LOCATION_TYPE_DEVICE,
+            id: 5,
+        },
         win32SecurityAttributes: null_mut(),
         maxSize: 0,
         usage: 0,
@@ -332,13 +446,26 @@ fn pools_charge_the_device_and_report_their_usage() {
         assert_eq!(create(&mut pool, &props), 0);
         assert_eq!(alloc(&mut ptr, 3 * MIB, pool, null_mut()), 0);
         assert_eq!(m.mem_info().0, DEVICE_MEMORY as usize - 4 * MIB);
-        assert_eq!(get_attr(pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, (&mut used as *mut u64).cast()), 0);
+        assert_eq!(
+            get_attr(
+                pool,
+                CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
+                (&mut used as *mut u64).cast()
+            ),
+            0
+        );
         assert_eq!(used, 4 * MIB as u64);
-        assert_eq!(alloc(&mut ptr, DEVICE_MEMORY as usize, pool, null_mut()), CUDA_ERROR_OUT_OF_MEMORY);
+        assert_eq!(
+            alloc(&mut ptr, DEVICE_MEMORY as usize, pool, null_mut()),
+            CUDA_ERROR_OUT_OF_MEMORY
+        );
         let mut first = 0u64;
         assert_eq!(alloc(&mut first, MIB, pool, null_mut()), 0);
         assert_eq!(free_async(first, null_mut()), 0);
-        assert_eq!(free_async(0xdead_0000, null_mut()), CUDA_ERROR_INVALID_VALUE);
+        assert_eq!(
+            free_async(0xdead_0000, null_mut()),
+            CUDA_ERROR_INVALID_VALUE
+        );
         assert_eq!(free_async(ptr, null_mut()), 0);
         assert_eq!(sync(), 0);
         assert_eq!(m.mem_info().0, DEVICE_MEMORY as usize);
@@ -359,7 +486,8 @@ fn nvml_sees_the_memory_and_the_process_the_cuda_side_holds() {
     let uuid_of: nvml::pfn::nvmlDeviceGetUUID = m.sym("nvmlDeviceGetUUID");
     let memory: nvml::pfn::nvmlDeviceGetMemoryInfo = m.sym("nvmlDeviceGetMemoryInfo");
     let memory_v2: nvml::pfn::nvmlDeviceGetMemoryInfo_v2 = m.sym("nvmlDeviceGetMemoryInfo_v2");
-    let processes: nvml::pfn::nvmlDeviceGetComputeRunningProcesses_v3 = m.sym("nvmlDeviceGetComputeRunningProcesses_v3");
+    let processes: nvml::pfn::nvmlDeviceGetComputeRunningProcesses_v3 =
+        m.sym("nvmlDeviceGetComputeRunningProcesses_v3");
     let error_string: nvml::pfn::nvmlErrorString = m.sym("nvmlErrorString");
     let mut ptr = 0u64;
     let mut device = null_mut();
@@ -382,17 +510,26 @@ fn nvml_sees_the_memory_and_the_process_the_cuda_side_holds() {
         assert_eq!(v1.used, 100 * MIB as u64);
         assert_eq!(v1.free, m.mem_info().0 as u64);
         let mut v2 = nvmlMemory_v2_t::default();
-        assert_eq!(memory_v2(device, &mut v2), NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+        assert_eq!(
+            memory_v2(device, &mut v2),
+            NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+        );
         v2.version = NVML_MEMORY_V2;
         assert_eq!(memory_v2(device, &mut v2), NVML_SUCCESS);
         assert_eq!((v2.total, v2.used, v2.free), (v1.total, v1.used, v1.free));
 
         let mut count = 0u32;
-        assert_eq!(processes(device, &mut count, null_mut()), NVML_ERROR_INSUFFICIENT_SIZE);
+        assert_eq!(
+            processes(device, &mut count, null_mut()),
+            NVML_ERROR_INSUFFICIENT_SIZE
+        );
         assert_eq!(count, 1);
         let mut infos = [nvmlProcessInfo_t::default(); 4];
         count = 4;
-        assert_eq!(processes(device, &mut count, infos.as_mut_ptr()), NVML_SUCCESS);
+        assert_eq!(
+            processes(device, &mut count, infos.as_mut_ptr()),
+            NVML_SUCCESS
+        );
         assert_eq!(infos[0].pid, std::process::id());
         assert_eq!(infos[0].usedGpuMemory, 100 * MIB as u64);
         let text = CStr::from_ptr(error_string(NVML_ERROR_INSUFFICIENT_SIZE));
@@ -426,8 +563,14 @@ fn a_thread_without_a_context_gets_invalid_context() {
     // SAFETY: valid out-pointers.
     unsafe {
         assert_eq!(alloc(&mut ptr, MIB), CUDA_ERROR_INVALID_CONTEXT);
-        assert_eq!(attribute(&mut sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 7), 0);
+        assert_eq!(
+            attribute(&mut sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 7),
+            0
+        );
         assert_eq!(sms, 16);
-        assert_eq!(attribute(&mut sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 8), CUDA_ERROR_INVALID_DEVICE);
+        assert_eq!(
+            attribute(&mut sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 8),
+            CUDA_ERROR_INVALID_DEVICE
+        );
     }
 }

@@ -44,7 +44,10 @@ pub fn attach() -> Result<&'static Driver, String> {
                 Ok(state) => {
                     // Processes that died holding memory are noticed by the next one to come.
                     state.reclaim_dead(None);
-                    Ok(Driver { state, slot: OnceLock::new() })
+                    Ok(Driver {
+                        state,
+                        slot: OnceLock::new(),
+                    })
                 }
                 Err(message) => {
                     // The one diagnostic of the library: without it a misconfigured

@@ -37,10 +37,18 @@ pub fn fakegpu_library() -> PathBuf {
         return PathBuf::from(path);
     }
     let profile = profile_dir();
-    [profile.join("libhami_fakegpu.so"), profile.join("deps/libhami_fakegpu.so")]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("libhami_fakegpu.so not found under {}: build the crate first", profile.display()))
+    [
+        profile.join("libhami_fakegpu.so"),
+        profile.join("deps/libhami_fakegpu.so"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .unwrap_or_else(|| {
+        panic!(
+            "libhami_fakegpu.so not found under {}: build the crate first",
+            profile.display()
+        )
+    })
 }
 
 /// The kernels every test program loads.
@@ -52,7 +60,12 @@ pub fn kernels_ptx() -> PathBuf {
 pub fn driver_lib_dir(root: &Path) -> PathBuf {
     let lib_dir = root.join("lib");
     std::fs::create_dir_all(&lib_dir).expect("lib dir");
-    for name in ["libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnvidia-ml.so"] {
+    for name in [
+        "libcuda.so.1",
+        "libcuda.so",
+        "libnvidia-ml.so.1",
+        "libnvidia-ml.so",
+    ] {
         let link = lib_dir.join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(fakegpu_library(), &link).expect("symlink");
@@ -65,7 +78,11 @@ static MACHINE: OnceLock<Machine> = OnceLock::new();
 /// The machine of this test binary, created (and the library loaded) on first use.
 pub fn machine() -> &'static Machine {
     MACHINE.get_or_init(|| {
-        let root = tempfile::Builder::new().prefix("hami-fakegpu-test").tempdir().expect("tempdir").keep();
+        let root = tempfile::Builder::new()
+            .prefix("hami-fakegpu-test")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
         let state_dir = root.join("state");
         let lib_dir = driver_lib_dir(&root);
         // SAFETY: runs once, under the OnceLock, before the simulated driver is loaded; no
@@ -78,8 +95,13 @@ pub fn machine() -> &'static Machine {
             std::env::set_var("HAMI_FAKEGPU_SMS", "16");
         }
         // SAFETY: loading the simulated driver runs no initialisers with preconditions.
-        let lib = unsafe { Library::new(lib_dir.join("libcuda.so.1")) }.expect("dlopen libcuda.so.1");
-        let machine = Machine { lib, state_dir, lib_dir };
+        let lib =
+            unsafe { Library::new(lib_dir.join("libcuda.so.1")) }.expect("dlopen libcuda.so.1");
+        let machine = Machine {
+            lib,
+            state_dir,
+            lib_dir,
+        };
         let init: hami_hooks::cuda::pfn::cuInit = machine.sym("cuInit");
         // SAFETY: cuInit takes flags by value.
         assert_eq!(unsafe { init(0) }, 0, "cuInit");
@@ -91,7 +113,12 @@ impl Machine {
     /// A symbol of the simulated driver, typed by the caller (use `hami_hooks::*::pfn`).
     pub fn sym<T: Copy>(&self, name: &str) -> T {
         // SAFETY: the caller names the symbol's exact function-pointer type from the table.
-        unsafe { *self.lib.get::<T>(name.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}")) }
+        unsafe {
+            *self
+                .lib
+                .get::<T>(name.as_bytes())
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        }
     }
 
     /// A command that runs on this machine (through `LD_LIBRARY_PATH`).
@@ -107,7 +134,8 @@ impl Machine {
 
     /// Retains device `device`'s primary context and makes it current on this thread.
     pub fn use_device(&self, device: i32) {
-        let retain: hami_hooks::cuda::pfn::cuDevicePrimaryCtxRetain = self.sym("cuDevicePrimaryCtxRetain");
+        let retain: hami_hooks::cuda::pfn::cuDevicePrimaryCtxRetain =
+            self.sym("cuDevicePrimaryCtxRetain");
         let set: hami_hooks::cuda::pfn::cuCtxSetCurrent = self.sym("cuCtxSetCurrent");
         let mut ctx = std::ptr::null_mut();
         // SAFETY: valid out-pointer; the context handle comes from the driver.
@@ -144,7 +172,11 @@ pub fn runtime_like() -> PathBuf {
                 .arg("-ldl")
                 .output()
                 .expect("cc must be installed to build tests/fakegpu/cprog/runtime_like.c");
-            assert!(output.status.success(), "cc failed: {}", String::from_utf8_lossy(&output.stderr));
+            assert!(
+                output.status.success(),
+                "cc failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             std::fs::rename(&scratch, &target).expect("install runtime_like");
             target
         })
@@ -154,9 +186,16 @@ pub fn runtime_like() -> PathBuf {
 /// Parses the one JSON line a test program printed.
 pub fn json(output: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
-        panic!("no JSON in output: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr))
-    });
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON in output: {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line}: {e}"))
 }
 
