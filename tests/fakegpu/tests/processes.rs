@@ -65,10 +65,8 @@ fn compute_pids(device: nvmlDevice_t) -> Vec<(u32, u64)> {
     let mut infos = [nvmlProcessInfo_t::default(); 16];
     let mut count = infos.len() as u32;
     // SAFETY: a buffer of `count` entries.
-    assert_eq!(
-        unsafe { processes(device, &mut count, infos.as_mut_ptr()) },
-        NVML_SUCCESS
-    );
+    let rc = unsafe { processes(device, &mut count, infos.as_mut_ptr()) };
+    assert_eq!(rc, NVML_SUCCESS);
     infos[..count as usize]
         .iter()
         .map(|i| (i.pid, i.usedGpuMemory))
