@@ -5,7 +5,11 @@ mod commands;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "hami", version, about = "GPU slices for containers: caps, simulation, benchmarks")]
+#[command(
+    name = "hami",
+    version,
+    about = "GPU slices for containers: caps, simulation, benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

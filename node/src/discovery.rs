@@ -18,7 +18,9 @@ pub const NVML_LIBRARY: &str = "libnvidia-ml.so.1";
 /// Why the node's devices could not be listed.
 #[derive(Debug, Error)]
 pub enum DiscoveryError {
-    #[error("cannot load {NVML_LIBRARY}: {0} (no NVIDIA driver here? for the simulated device run `eval \"$(hami sim env)\"` first)")]
+    #[error(
+        "cannot load {NVML_LIBRARY}: {0} (no NVIDIA driver here? for the simulated device run `eval \"$(hami sim env)\"` first)"
+    )]
     Load(#[source] libloading::Error),
     #[error("{NVML_LIBRARY} has no entry point {symbol}: {source}")]
     Symbol {
@@ -27,7 +29,10 @@ pub enum DiscoveryError {
         source: libloading::Error,
     },
     #[error("{call} failed with NVML error {code}")]
-    Call { call: &'static str, code: nvmlReturn_t },
+    Call {
+        call: &'static str,
+        code: nvmlReturn_t,
+    },
     #[error("device {index} reports no UUID")]
     NoUuid { index: u32 },
     #[error("cannot write the node ledger {path}: {message}")]

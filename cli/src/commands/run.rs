@@ -197,7 +197,10 @@ fn select_devices(devices: &[DeviceInfo], wanted: &[String]) -> anyhow::Result<V
                     .iter()
                     .map(|d| format!("{} ({})", d.index, d.uuid))
                     .collect();
-                format!("--device {name:?}: no such device; known: {}", known.join(", "))
+                format!(
+                    "--device {name:?}: no such device; known: {}",
+                    known.join(", ")
+                )
             })?;
         if !chosen.iter().any(|d| d.uuid == found.uuid) {
             chosen.push(found.clone());
