@@ -11,7 +11,9 @@ use crate::request::Request;
 pub enum Unfit {
     Cpu,
     Memory,
-    /// The node's device model is not accepted (or the node has no devices).
+    /// The node has no devices at all.
+    NoDevices,
+    /// The node's device model is not accepted.
     Model,
     /// Too few devices with room (after UUID filters).
     Devices,
@@ -22,14 +24,15 @@ impl fmt::Display for Unfit {
         f.write_str(match self {
             Unfit::Cpu => "insufficient cpu",
             Unfit::Memory => "insufficient memory",
-            Unfit::Model => "no accepted device model",
+            Unfit::NoDevices => "node has no devices",
+            Unfit::Model => "device model not accepted",
             Unfit::Devices => "too few devices with room for the request",
         })
     }
 }
 
 /// How devices are ordered inside a node once topology is satisfied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DeviceOrder {
     /// Least free compute first (fills shared devices, keeps idle ones whole).
     #[default]
@@ -65,6 +68,7 @@ pub fn check(node: &NodeState, request: &Request) -> Result<(), Unfit> {
         return Ok(());
     }
     match node.spec.model {
+        _ if node.device_count() == 0 => return Err(Unfit::NoDevices),
         Some(m) if request.models.contains(m) => {}
         _ => return Err(Unfit::Model),
     }

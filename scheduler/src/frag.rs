@@ -99,6 +99,20 @@ impl TargetWorkload {
         TargetWorkload { classes }
     }
 
+    /// M with every class accepting any model (for a cluster whose model names differ
+    /// from the trace's).
+    pub fn any_model(&self) -> TargetWorkload {
+        let classes = self
+            .classes
+            .iter()
+            .map(|c| WorkloadClass {
+                models: ModelSet::ANY,
+                ..c.clone()
+            })
+            .collect();
+        TargetWorkload { classes }
+    }
+
     /// F_n(M): expected free compute (milli-device) of a node that a task drawn from M
     /// could not use, given its free CPU, free compute per device and model.
     pub fn node_fragmentation(

@@ -48,7 +48,10 @@ pub struct Scorer {
 impl Scorer {
     /// A scorer for `workload`.
     pub fn new(workload: TargetWorkload) -> Self {
-        Scorer { workload, memo: HashMap::new() }
+        Scorer {
+            workload,
+            memo: HashMap::new(),
+        }
     }
 
     /// The workload the scores are measured against.
@@ -65,7 +68,9 @@ impl Scorer {
         model: Option<u8>,
     ) -> f64 {
         if free.len() > MEMO_DEVICES {
-            return self.workload.node_fragmentation(cpu_free, memory_free, free, model);
+            return self
+                .workload
+                .node_fragmentation(cpu_free, memory_free, free, model);
         }
         let mut key = StateKey {
             model: model.unwrap_or(u8::MAX),
@@ -86,11 +91,7 @@ impl Scorer {
     }
 
     /// The FGD score (artifact-faithful, integer 0..100) of placing `request` on `node`.
-    pub fn fgd(
-        &mut self,
-        node: &NodeState,
-        request: &Request,
-    ) -> FragScore {
+    pub fn fgd(&mut self, node: &NodeState, request: &Request) -> FragScore {
         let (delta, device) = self.best_delta(node, request, quantise);
         FragScore {
             primary: delta,
@@ -110,11 +111,7 @@ impl Scorer {
     /// paper's measure ignores, so a class here only "fits" a node that also has its
     /// typical memory free (see [`TargetWorkload::from_tasks`]); and among equal scores a
     /// fuller node wins, keeping idle devices together for whole-device tasks.
-    pub fn ours(
-        &mut self,
-        node: &NodeState,
-        request: &Request,
-    ) -> FragScore {
+    pub fn ours(&mut self, node: &NodeState, request: &Request) -> FragScore {
         let (delta, device) = self.best_delta(node, request, quantise);
         let devices = node.device_count().max(1) as f64 * 1000.0;
         let gpu_left = node.free_milli_total() as f64 - request.device_milli_total() as f64;
@@ -134,7 +131,8 @@ impl Scorer {
         transform: impl Fn(f64) -> f64,
     ) -> (f64, Option<u16>) {
         let model = node.spec.model;
-        let before = self.fragmentation(node.cpu_free,
+        let before = self.fragmentation(
+            node.cpu_free,
             node.memory_free,
             &node.device_free_milli,
             model,
@@ -271,10 +269,7 @@ mod tests {
         let a = node(&[480]);
         let b = node(&[460]);
         assert_eq!(scorer.fgd(&a, &r).primary, 49.0);
-        assert_eq!(
-            scorer.fgd(&a, &r).primary,
-            scorer.fgd(&b, &r).primary
-        );
+        assert_eq!(scorer.fgd(&a, &r).primary, scorer.fgd(&b, &r).primary);
         let exact = |s: &mut Scorer, n: &NodeState| s.best_delta(n, &r, |d| d).0;
         assert_eq!(
             (exact(&mut scorer, &a), exact(&mut scorer, &b)),
