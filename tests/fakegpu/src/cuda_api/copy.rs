@@ -26,7 +26,14 @@ fn run_sync(op: Op) -> Result<(), CUresult> {
 
 fn run_async(op: Op, h_stream: CUstream) -> Result<(), CUresult> {
     let device = device_of_current()?;
-    stream::resolve(h_stream as usize, device)?.submit(op);
+    let target = stream::resolve(h_stream as usize, device)?;
+    // Like the driver, a copy into pageable host memory (all host memory here) returns only
+    // once the bytes are there; callers such as cudarc rely on it.
+    let to_host = matches!(op, Op::Copy { dst, .. } if host_range(dst, 1).is_err());
+    target.submit(op);
+    if to_host && !target.is_capturing() {
+        target.synchronize()?;
+    }
     Ok(())
 }
 

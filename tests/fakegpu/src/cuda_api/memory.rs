@@ -125,10 +125,12 @@ pub unsafe extern "C" fn cuMemAllocManaged(
 }
 
 fn free(dptr: CUdeviceptr) -> Result<(), CUresult> {
-    let (driver, _) = current()?;
+    let (driver, device) = current()?;
     if dptr == 0 {
         return Ok(());
     }
+    // The driver does not free memory queued work may still touch: neither does this.
+    stream::synchronize_device(device)?;
     let region = memory::free(driver, dptr)?;
     if let Origin::Pool(handle) = region.origin {
         pool::freed(handle, region.charged);
@@ -411,6 +413,7 @@ pub unsafe extern "C" fn cuArray3DCreate_v2(
 pub extern "C" fn cuArrayDestroy(h_array: CUarray) -> CUresult {
     guard(|| {
         let driver = initialised()?;
+        stream::synchronize_device(context::current()?.device)?;
         let base = ARRAYS
             .remove(h_array as usize)
             .ok_or(CUDA_ERROR_INVALID_HANDLE)?;

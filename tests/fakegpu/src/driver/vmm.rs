@@ -216,6 +216,9 @@ pub fn map(address: u64, size: u64, offset: u64, handle: usize) -> Result<(), CU
 
 /// `cuMemUnmap`: the range goes back to being reserved.
 pub fn unmap(driver: &Driver, address: u64, size: u64) -> Result<(), CUresult> {
+    if let Ok(context) = super::context::current() {
+        super::stream::synchronize_device(context.device)?;
+    }
     let mapping = {
         let mut mappings = lock(&MAPPINGS);
         match mappings.get(&address) {
