@@ -71,6 +71,8 @@ pub fn read_spec(bundle: &Path) -> Result<Value, SpecError> {
 }
 
 /// Replaces a bundle's `config.json` atomically (temporary file in the same directory, then rename).
+///
+/// No fsync: the bundle lives under containerd's state directory, which does not outlive a reboot.
 pub fn write_spec(bundle: &Path, spec: &Value) -> Result<(), SpecError> {
     let path = spec_path(bundle);
     let write_err = |source| SpecError::Write {
@@ -80,7 +82,6 @@ pub fn write_spec(bundle: &Path, spec: &Value) -> Result<(), SpecError> {
     let mut tmp = tempfile::NamedTempFile::new_in(bundle).map_err(write_err)?;
     let bytes = serde_json::to_vec(spec).map_err(|e| write_err(e.into()))?;
     tmp.write_all(&bytes).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
     tmp.persist(&path).map_err(|e| write_err(e.error))?;
     Ok(())
 }

@@ -1,0 +1,95 @@
+//! Container start-to-exit time through the `hami` runtime vs `io.containerd.runc.v2`.
+//!
+//! `cargo bench -p containerd-shim-hami-v2 --bench start_to_exit` (root, containerd + runc +
+//! busybox installed). Runs `ctr run --rm ... /bin/true` on a private containerd, interleaving
+//! the runtimes so drift hits all alike, and prints medians of 20 and the ratios to runc.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{GIB, Lab, busybox_rootfs, require_tools, text, unique};
+
+const RUNS: usize = 20;
+const WARMUP: usize = 3;
+
+struct Variant {
+    name: &'static str,
+    runtime: &'static str,
+    annotations: &'static [&'static str],
+    samples: Vec<Duration>,
+}
+
+fn main() {
+    let Some(()) = require_tools("start_to_exit") else {
+        return;
+    };
+    let lab = Lab::start(&[]);
+    lab.write_node_ledger(1, 16 * GIB);
+    let rootfs = lab.root().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let rootfs = rootfs.display().to_string();
+    let mut variants = [
+        Variant {
+            name: "runc.v2 (baseline)",
+            runtime: "io.containerd.runc.v2",
+            annotations: &[],
+            samples: Vec::new(),
+        },
+        Variant {
+            name: "hami, no annotation",
+            runtime: "io.containerd.hami.v2",
+            annotations: &[],
+            samples: Vec::new(),
+        },
+        Variant {
+            name: "hami, capped 1Gi",
+            runtime: "io.containerd.hami.v2",
+            annotations: &["hami.io/gpu-memory=1Gi"],
+            samples: Vec::new(),
+        },
+    ];
+    for round in 0..WARMUP + RUNS {
+        for variant in &mut variants {
+            let id = unique("bench");
+            let mut args = vec!["run", "--rm", "--runtime", variant.runtime];
+            for annotation in variant.annotations {
+                args.extend(["--annotation", annotation]);
+            }
+            args.extend(["--rootfs", &rootfs, &id, "/bin/true"]);
+            let started = Instant::now();
+            let out = lab.ctr(&args);
+            let elapsed = started.elapsed();
+            assert!(out.status.success(), "{}: {}", variant.name, text(&out));
+            if round >= WARMUP {
+                variant.samples.push(elapsed);
+            }
+        }
+    }
+    let baseline = median(&mut variants[0].samples.clone());
+    println!("container start-to-exit (`ctr run --rm ... /bin/true`), median of {RUNS}:");
+    for variant in &mut variants {
+        let m = median(&mut variant.samples);
+        let ratio = m.as_secs_f64() / baseline.as_secs_f64();
+        let min = variant.samples.iter().min().copied().unwrap_or_default();
+        let max = variant.samples.iter().max().copied().unwrap_or_default();
+        println!(
+            "  {:<22} median {:>7.1} ms  (min {:>6.1}, max {:>6.1})  ratio {:.2}x",
+            variant.name,
+            ms(m),
+            ms(min),
+            ms(max),
+            ratio
+        );
+    }
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
