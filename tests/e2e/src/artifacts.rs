@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The target profile directory the running test executable was built into.
 fn profile_dir() -> PathBuf {
@@ -62,21 +62,33 @@ pub fn driver_dir() -> &'static Path {
 /// Compiles a C program of `tests/e2e/cprog` once per test process and returns its path.
 pub fn c_program(name: &str) -> PathBuf {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    // Serialized: a second thread must not run a binary the compiler is still writing.
+    static COMPILING: Mutex<()> = Mutex::new(());
     let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
     let output = dir.path().join(name);
+    let _guard = COMPILING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if output.is_file() {
         return output;
     }
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("cprog")
         .join(format!("{name}.c"));
+    compile(&source, &output);
+    output
+}
+
+/// Compiles one C file into `output` (written aside, then renamed into place).
+pub fn compile(source: &Path, output: &Path) {
+    let aside = output.with_extension("building");
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .args(["-O2", "-Wall", "-o"])
-        .arg(&output)
-        .arg(&source)
+        .arg(&aside)
+        .arg(source)
         .arg("-ldl")
         .status()
         .expect("a C compiler (cc) is needed to build the test programs");
     assert!(status.success(), "compiling {} failed", source.display());
-    output
+    std::fs::rename(&aside, output).expect("move the compiled program into place");
 }

@@ -3,7 +3,6 @@
 //! allocation path, with legacy and per-thread-stream lookups alike.
 
 use std::path::Path;
-use std::process::Command;
 
 use hami_e2e::container::{Container, MIB, Machine};
 use hami_e2e::program::{code, field, parse_line};
@@ -20,14 +19,7 @@ fn runtime_like() -> std::path::PathBuf {
             let output = dir.path().join("runtime_like");
             let source =
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("../fakegpu/cprog/runtime_like.c");
-            let status = Command::new("cc")
-                .args(["-O2", "-o"])
-                .arg(&output)
-                .arg(&source)
-                .arg("-ldl")
-                .status()
-                .expect("cc");
-            assert!(status.success(), "compiling {} failed", source.display());
+            hami_e2e::artifacts::compile(&source, &output);
             (dir, output)
         })
         .1
