@@ -93,6 +93,8 @@ pub fn unique(prefix: &str) -> String {
 /// A running private containerd.
 pub struct Lab {
     pub dir: tempfile::TempDir,
+    /// The ledger lives on tmpfs when the machine has one, as `/run/hami` does on nodes.
+    ledger: tempfile::TempDir,
     containerd: Option<Child>,
     extra_env: Vec<(String, String)>,
     _serial: MutexGuard<'static, ()>,
@@ -110,7 +112,7 @@ impl Lab {
             .tempdir_in("/tmp")
             .unwrap();
         let root = dir.path();
-        for sub in ["bin", "root", "state", "cni-bin", "cni-conf", "ledger"] {
+        for sub in ["bin", "root", "state", "cni-bin", "cni-conf"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
         std::os::unix::fs::symlink(shim_binary(), root.join("bin/containerd-shim-hami-v2"))
@@ -118,8 +120,15 @@ impl Lab {
         std::fs::write(root.join("config.toml"), containerd_config(root)).unwrap();
         let library = root.join("libhami-placeholder.so");
         std::fs::write(&library, b"").unwrap();
+        let shm = Path::new("/dev/shm");
+        let ledger_parent = if shm.is_dir() { shm } else { root };
+        let ledger = tempfile::Builder::new()
+            .prefix("hami-ledger-")
+            .tempdir_in(ledger_parent)
+            .unwrap();
         let mut lab = Lab {
             dir,
+            ledger,
             containerd: None,
             extra_env: extra_env
                 .iter()
@@ -137,7 +146,7 @@ impl Lab {
     }
 
     pub fn ledger_dir(&self) -> PathBuf {
-        self.root().join("ledger")
+        self.ledger.path().to_owned()
     }
 
     pub fn address(&self) -> PathBuf {
