@@ -2,4 +2,5 @@
 //! these modules; figures and the commands that made them are in `docs/benchmarks.md`.
 
 pub mod hooks;
+pub mod limiter;
 pub mod sim_env;

@@ -107,7 +107,16 @@ pub fn before_launch(site: &LaunchSite<'_>) {
 
 #[inline(never)]
 fn gate_launch(limiter: &'static ProcessLimiter, site: &LaunchSite<'_>) {
-    let Some(device) = site.device_slot().and_then(|index| limiter.device(index)) else {
+    // Ledger mode: the container's device index. Standalone caps (`CUDA_DEVICE_SM_LIMIT_i`)
+    // are per CUDA ordinal, and there may be no memory engine to map one to an index.
+    let index = site.device_slot().or_else(|| {
+        limiter
+            .by_ordinal
+            .then(crate::cuda::devices::current_ordinal)
+            .and_then(Result::ok)
+            .and_then(|ordinal| usize::try_from(ordinal).ok())
+    });
+    let Some(device) = index.and_then(|index| limiter.device(index)) else {
         return;
     };
     watcher::ensure_running(limiter);

@@ -53,6 +53,8 @@ pub struct ProcessLimiter {
     pub devices: Vec<Option<CappedDevice>>,
     /// The usage part, when budgets live there (for the container's process list).
     pub usage: Option<&'static UsageLedger>,
+    /// Devices are CUDA ordinals (standalone caps), not container device indices.
+    pub by_ordinal: bool,
 }
 
 /// The limiter's configuration cannot be used as written.
@@ -162,6 +164,7 @@ impl ProcessLimiter {
                     None
                 }
             });
+        let by_ordinal = set(vars::LEDGER_LIMITS).is_none();
         let (caps, usage) = match (set(vars::LEDGER_LIMITS), usage_path.clone()) {
             (Some(limits_path), Some(usage_path)) => {
                 let container = limits::read(&limits_path)?;
@@ -233,7 +236,11 @@ impl ProcessLimiter {
                 })
             })
             .collect();
-        Ok(Some(forever(ProcessLimiter { devices, usage })))
+        Ok(Some(forever(ProcessLimiter {
+            devices,
+            usage,
+            by_ordinal,
+        })))
     }
 
     /// The gate of device `index`, if it is capped.
