@@ -11,6 +11,9 @@
  *   runtime_like hold --bytes BYTES --seconds S
  *   runtime_like spin --ptx FILE --kernel-us N --seconds S
  *   runtime_like resolve SYMBOL            (prints the status cuGetProcAddress_v2 reports)
+ *   runtime_like call-cost --ptx FILE [--count N]
+ *                                          (ns per cuLaunchKernel of an empty hami_spin,
+ *                                           cuMemAlloc+cuMemFree pair, cuMemGetInfo; median of 7)
  *
  * Common options: --device N, --ptsz. Exit status 0 when the run did what it says.
  */
@@ -330,6 +333,62 @@ static int spin(int argc, char **argv) {
     return 0;
 }
 
+static double now_ns(void) { return now_s() * 1e9; }
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median over 7 runs of the cost of one call, in ns. */
+#define RUNS 7
+static double median(double *runs) {
+    qsort(runs, RUNS, sizeof *runs, compare_doubles);
+    return runs[RUNS / 2];
+}
+
+static int call_cost(int argc, char **argv) {
+    const char *ptx_path = arg(argc, argv, "--ptx", NULL);
+    long count = atol(arg(argc, argv, "--count", "1000000"));
+    char *ptx = ptx_path ? read_file(ptx_path) : NULL;
+    if (!ptx || count <= 0) {
+        printf("{\"error\":\"call-cost needs --ptx FILE and a positive --count\"}\n");
+        return 64;
+    }
+    open_device();
+    CUmodule module;
+    CUfunction kernel;
+    CHECK(p_cuModuleLoadData(&module, ptx));
+    CHECK(p_cuModuleGetFunction(&kernel, module, "hami_spin"));
+    uint64_t zero = 0;
+    void *params[] = {&zero};
+    double launch[RUNS], alloc_free[RUNS], get_info[RUNS];
+    for (int run = 0; run < RUNS; run++) {
+        double start = now_ns();
+        for (long i = 0; i < count; i++)
+            CHECK(p_cuLaunchKernel(kernel, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL));
+        launch[run] = (now_ns() - start) / count;
+        CHECK(p_cuCtxSynchronize());
+        long pairs = count / 100 + 1;
+        start = now_ns();
+        for (long i = 0; i < pairs; i++) {
+            CUdeviceptr ptr;
+            CHECK(p_cuMemAlloc(&ptr, 1 << 20));
+            CHECK(p_cuMemFree(ptr));
+        }
+        alloc_free[run] = (now_ns() - start) / pairs;
+        start = now_ns();
+        for (long i = 0; i < count; i++) {
+            size_t free_mem, total;
+            CHECK(p_cuMemGetInfo(&free_mem, &total));
+        }
+        get_info[run] = (now_ns() - start) / count;
+    }
+    printf("{\"launch_ns\":%.1f,\"alloc_free_ns\":%.1f,\"mem_get_info_ns\":%.1f,\"runs\":%d,\"count\":%ld}\n",
+           median(launch), median(alloc_free), median(get_info), RUNS, count);
+    return 0;
+}
+
 static int info(void) {
     open_device();
     int count = 0;
@@ -355,7 +414,7 @@ static int resolve(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s info|fill-until-oom|hold|spin|resolve [options]\n", argv[0]);
+        fprintf(stderr, "usage: %s info|fill-until-oom|hold|spin|resolve|call-cost [options]\n", argv[0]);
         return 64;
     }
     proc_flags = flag(argc, argv, "--ptsz") ? 2 : 0;
@@ -366,6 +425,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "hold") == 0) return hold(argc, argv);
     if (strcmp(argv[1], "spin") == 0) return spin(argc, argv);
     if (strcmp(argv[1], "resolve") == 0) return resolve(argc, argv);
+    if (strcmp(argv[1], "call-cost") == 0) return call_cost(argc, argv);
     fprintf(stderr, "unknown mode %s\n", argv[1]);
     return 64;
 }

@@ -39,6 +39,8 @@ static PRIMARY: [Mutex<PrimaryState>; MAX_DEVICES] = [const {
 
 thread_local! {
     static CURRENT: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// The last context `current()` looked up, so the launch path skips the table.
+    static LAST: RefCell<Option<(usize, Arc<Context>)>> = const { RefCell::new(None) };
 }
 
 /// Checks that `device` exists.
@@ -147,10 +149,22 @@ pub fn destroy(handle: usize) -> Result<(), CUresult> {
 /// The calling thread's current context.
 pub fn current() -> Result<Arc<Context>, CUresult> {
     let handle = current_handle();
-    CONTEXTS
-        .get(handle)
-        .filter(|c| !c.destroyed.load(Ordering::Acquire))
-        .ok_or(CUDA_ERROR_INVALID_CONTEXT)
+    let cached = LAST.with(|last| match &*last.borrow() {
+        Some((h, context)) if *h == handle => Some(context.clone()),
+        _ => None,
+    });
+    let context = match cached {
+        Some(context) => context,
+        None => {
+            let context = CONTEXTS.get(handle).ok_or(CUDA_ERROR_INVALID_CONTEXT)?;
+            LAST.with(|last| *last.borrow_mut() = Some((handle, context.clone())));
+            context
+        }
+    };
+    if context.destroyed.load(Ordering::Acquire) {
+        return Err(CUDA_ERROR_INVALID_CONTEXT);
+    }
+    Ok(context)
 }
 
 /// The handle of the calling thread's current context (0 when none).

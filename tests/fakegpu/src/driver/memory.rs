@@ -67,7 +67,7 @@ pub fn allocate(
     if !driver.state.reserve(slot, device, charged) {
         return Err(CUDA_ERROR_OUT_OF_MEMORY);
     }
-    let Some(base) = host_map(bytes) else {
+    let Some(base) = take_spare(bytes).or_else(|| host_map(bytes)) else {
         driver.state.release(slot, device, charged);
         return Err(CUDA_ERROR_OUT_OF_MEMORY);
     };
@@ -85,7 +85,9 @@ pub fn allocate(
 /// Frees the allocation that starts at `base`.
 pub fn free(driver: &Driver, base: u64) -> Result<Region, CUresult> {
     let region = regions().remove(&base).ok_or(CUDA_ERROR_INVALID_VALUE)?;
-    host_unmap(region.base, region.len);
+    if !keep_spare(region.base, region.len) {
+        host_unmap(region.base, region.len);
+    }
     let slot = driver.slot()?;
     driver.state.release(slot, region.device, region.charged);
     Ok(region)
@@ -104,6 +106,30 @@ pub fn host_range(address: u64, len: u64) -> Result<*mut u8, CUresult> {
     } else {
         Err(CUDA_ERROR_INVALID_VALUE)
     }
+}
+
+/// Largest mapping kept for reuse, and how many are kept.
+const SPARE_MAX_LEN: u64 = 16 << 20;
+const SPARE_SLOTS: usize = 16;
+
+/// Freed host mappings kept for reuse as `(len, base)`: mmap and munmap are syscalls, which
+/// are costly on VMs, and programs free and allocate the same sizes over and over. Like
+/// device memory, a reused block keeps its old contents.
+static SPARE: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+fn take_spare(len: u64) -> Option<u64> {
+    let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+    let index = spare.iter().position(|(l, _)| *l == len)?;
+    Some(spare.swap_remove(index).1)
+}
+
+fn keep_spare(base: u64, len: u64) -> bool {
+    let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+    if len > SPARE_MAX_LEN || spare.len() >= SPARE_SLOTS {
+        return false;
+    }
+    spare.push((len, base));
+    true
 }
 
 /// Reserves host pages for `bytes` without committing them.

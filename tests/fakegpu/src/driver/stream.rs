@@ -6,7 +6,8 @@
 //! empty kernels and must measure the launch path, not a thread hand-off.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use hami_hooks::cuda::{
     CU_STREAM_LEGACY, CU_STREAM_PER_THREAD, CUDA_ERROR_ILLEGAL_STATE, CUDA_ERROR_INVALID_HANDLE,
@@ -38,9 +39,13 @@ struct Queue {
     capture: Option<Vec<Op>>,
 }
 
+/// Queued, unfinished ops per device, so that synchronous calls on an idle device cost
+/// nothing.
+static PENDING: [AtomicU64; MAX_DEVICES] = [const { AtomicU64::new(0) }; MAX_DEVICES];
+
 static STREAMS: Registry<Stream> = Registry::new(0x5_0000_0000);
-static DEFAULT_STREAMS: Mutex<[Option<Arc<Stream>>; MAX_DEVICES]> =
-    Mutex::new([const { None }; MAX_DEVICES]);
+static DEFAULT_STREAMS: [OnceLock<Arc<Stream>>; MAX_DEVICES] =
+    [const { OnceLock::new() }; MAX_DEVICES];
 
 impl Stream {
     fn new(device: usize, default: bool) -> Stream {
@@ -71,6 +76,7 @@ impl Stream {
         }
         queue.ops.push_back(op);
         queue.submitted += 1;
+        PENDING[self.device].fetch_add(1, Ordering::AcqRel);
         if queue.worker {
             self.work.notify_one();
         } else {
@@ -133,6 +139,7 @@ impl Stream {
         }
         let mut queue = self.queue();
         queue.completed += 1;
+        PENDING[self.device].fetch_sub(1, Ordering::AcqRel);
         if record {
             op.execute();
         }
@@ -215,11 +222,8 @@ pub fn destroy(handle: usize) -> Result<(), CUresult> {
 
 /// The default stream of `device` (legacy and per-thread default streams are one here).
 pub fn default_stream(device: usize) -> Arc<Stream> {
-    let mut defaults = DEFAULT_STREAMS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    defaults[device]
-        .get_or_insert_with(|| Arc::new(Stream::new(device, true)))
+    DEFAULT_STREAMS[device]
+        .get_or_init(|| Arc::new(Stream::new(device, true)))
         .clone()
 }
 
@@ -234,6 +238,9 @@ pub fn resolve(handle: usize, device: usize) -> Result<Arc<Stream>, CUresult> {
 
 /// Waits for every stream of `device` (what synchronous calls and `cuCtxSynchronize` do).
 pub fn synchronize_device(device: usize) -> Result<(), CUresult> {
+    if PENDING[device].load(Ordering::Acquire) == 0 {
+        return Ok(());
+    }
     default_stream(device).synchronize()?;
     for stream in STREAMS
         .all()
