@@ -207,12 +207,12 @@ struct Fill {
 
 fn parse_fill(out: &std::process::Output) -> Fill {
     assert!(out.status.success(), "{}", text(out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON: {}", text(out)));
+    parse_fill_report(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_fill_report(stdout: &str) -> Fill {
+    let line = stdout.lines().rev().find(|l| l.starts_with('{'));
+    let line = line.unwrap_or_else(|| panic!("no JSON: {stdout}"));
     let report: serde_json::Value = serde_json::from_str(line).unwrap();
     Fill {
         allocated: report["allocated_bytes"].as_u64().unwrap(),
@@ -362,4 +362,136 @@ fn two_containers_on_one_device_are_each_capped_and_so_are_their_execs() {
         s.lab.ctr_ok(&["containers", "rm", id]);
     }
     assert!(s.lab.ledger_entries().is_empty());
+}
+
+#[test]
+fn cri_container_and_exec_sync_are_capped_by_pod_annotations() {
+    use k8s_cri::v1::{
+        CreateContainerRequest, KeyValue, Mount, RemovePodSandboxRequest, RunPodSandboxRequest,
+        StartContainerRequest, StopPodSandboxRequest,
+    };
+    use support::cri::{connect, container_config, exec_sync, import_images, sandbox_config};
+
+    let Some(s) = setup("cri_container_and_exec_sync_are_capped_by_pod_annotations") else {
+        return;
+    };
+    import_images(&s.lab);
+    let log_dir = s.lab.root().join("pod-logs");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let mount = |host: &Path, container: &str, readonly: bool| Mount {
+        host_path: host.display().to_string(),
+        container_path: container.to_owned(),
+        readonly,
+        ..Default::default()
+    };
+    // The busybox image has no glibc: the host's serves the dynamically linked client.
+    let mut mounts = vec![
+        mount(Path::new("/usr/lib"), "/usr/lib", true),
+        mount(Path::new("/usr/lib"), "/lib", true),
+        mount(Path::new("/etc/ld.so.cache"), "/etc/ld.so.cache", true),
+        mount(
+            s.gpu.drivers.path(),
+            &s.gpu.drivers.path().display().to_string(),
+            true,
+        ),
+        mount(
+            s.gpu.state.path(),
+            &s.gpu.state.path().display().to_string(),
+            false,
+        ),
+    ];
+    if Path::new("/usr/lib64").is_dir() {
+        mounts.push(mount(Path::new("/usr/lib64"), "/lib64", true));
+    }
+    for file in [&s.gpu.fakegpu, &PathBuf::from(&s.client)] {
+        let parent = file.parent().unwrap();
+        if !mounts
+            .iter()
+            .any(|m| m.host_path == parent.display().to_string())
+        {
+            mounts.push(mount(parent, &parent.display().to_string(), true));
+        }
+    }
+    let fill = format!("{} fill-until-oom --step 64Mi", s.client);
+    let mut config = container_config("trainer");
+    config.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("{fill} > /tmp/fill.json 2>&1; sleep 3600"),
+    ];
+    config.mounts = mounts;
+    config.envs = s
+        .gpu
+        .env()
+        .into_iter()
+        .map(|(key, value)| KeyValue { key, value })
+        .collect();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = connect(&s.lab.address()).await;
+        let annotations =
+            std::collections::HashMap::from([("hami.io/gpu-memory".to_owned(), "1Gi".to_owned())]);
+        let sandbox = sandbox_config("trainer-pod", annotations, &log_dir);
+        let pod_id = client
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(sandbox.clone()),
+                runtime_handler: "hami".into(),
+            })
+            .await
+            .expect("sandbox runs")
+            .into_inner()
+            .pod_sandbox_id;
+        let id = client
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(sandbox),
+            })
+            .await
+            .expect("container created")
+            .into_inner()
+            .container_id;
+        client
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("container starts");
+
+        // The container's own process.
+        let mut report = String::new();
+        for _ in 0..200 {
+            report = exec_sync(&mut client, &id, "cat /tmp/fill.json 2>/dev/null || true").await;
+            if report.contains('}') {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_capped(&parse_fill_report(&report), GIB);
+        // A process started by ExecSync, as `kubectl exec` does.
+        let exec_report = exec_sync(&mut client, &id, &fill).await;
+        assert_capped(&parse_fill_report(&exec_report), GIB);
+
+        assert_eq!(s.lab.ledger_entries(), vec![id.clone()]);
+        client
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+            .await
+            .expect("pod stops");
+        client
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id,
+            })
+            .await
+            .expect("pod removed");
+        assert!(eventually(std::time::Duration::from_secs(10), || s
+            .lab
+            .ledger_entries()
+            .is_empty()));
+    });
 }

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod cri;
+
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
