@@ -294,3 +294,107 @@ fn register_fork_handler() {
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::DEFAULT_MAX_ALLOCATIONS;
+
+    fn ledger_settings(dir: &Path) -> Settings {
+        Settings {
+            log: Level::Error,
+            source: LimitSource::Ledger {
+                limits: dir.join("limits.ledger"),
+                usage: dir.join("usage.ledger"),
+            },
+            context_overhead: 0,
+            max_allocations: 64,
+        }
+    }
+
+    fn valid_limits(path: &Path) {
+        let entry = hami_ledger::ContainerLimits {
+            container_id: "prop".into(),
+            devices: vec![hami_ledger::DeviceLimit {
+                uuid: "GPU-00000000-0000-0000-0000-000000000001".into(),
+                memory_limit: Some(1 << 30),
+                compute_percent: None,
+                policy: hami_ledger::ComputePolicy::Hard,
+                priority: hami_ledger::Priority::Normal,
+            }],
+        };
+        limits::write(path, &entry).unwrap();
+    }
+
+    #[test]
+    fn a_sound_entry_builds_a_capped_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        valid_limits(&dir.path().join("limits.ledger"));
+        UsageLedger::create(dir.path().join("usage.ledger"), 1).unwrap();
+        let engine = build(&ledger_settings(dir.path()))
+            .unwrap()
+            .expect("capped");
+        assert_eq!(engine.limit(0), Some(1 << 30));
+        assert_eq!(
+            engine.index_of_uuid("gpu-00000000-0000-0000-0000-000000000001"),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn missing_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(build(&ledger_settings(dir.path())).is_err());
+        valid_limits(&dir.path().join("limits.ledger"));
+        let err = build(&ledger_settings(dir.path()))
+            .err()
+            .expect("no usage file");
+        assert!(err.to_string().contains("usage.ledger"), "{err}");
+    }
+
+    #[test]
+    fn refused_accounts_refuse_every_byte() {
+        let engine = refused(DEFAULT_MAX_ALLOCATIONS);
+        assert!(engine.reserve(0, 1).is_err());
+        assert!(engine.reserve(0, 0).is_ok());
+        assert_eq!(engine.limit(0), Some(0));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn a_damaged_usage_file_is_refused_never_trusted(
+            bytes in prop::collection::vec(any::<u8>(), 0..100_000),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            valid_limits(&dir.path().join("limits.ledger"));
+            std::fs::write(dir.path().join("usage.ledger"), &bytes).unwrap();
+            prop_assert!(build(&ledger_settings(dir.path())).is_err());
+        }
+
+        #[test]
+        fn a_damaged_limits_file_is_refused_never_trusted(
+            bytes in prop::collection::vec(any::<u8>(), 0..4096),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("limits.ledger"), &bytes).unwrap();
+            UsageLedger::create(dir.path().join("usage.ledger"), 1).unwrap();
+            prop_assert!(build(&ledger_settings(dir.path())).is_err());
+        }
+
+        #[test]
+        fn a_sound_file_with_flipped_bytes_is_refused(offset in 0usize..512, flip in 1u8..=255) {
+            let dir = tempfile::tempdir().unwrap();
+            let limits_path = dir.path().join("limits.ledger");
+            valid_limits(&limits_path);
+            UsageLedger::create(dir.path().join("usage.ledger"), 1).unwrap();
+            let mut image = std::fs::read(&limits_path).unwrap();
+            image[offset] ^= flip;
+            std::fs::write(&limits_path, &image).unwrap();
+            prop_assert!(build(&ledger_settings(dir.path())).is_err());
+        }
+    }
+}

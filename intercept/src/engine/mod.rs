@@ -136,7 +136,11 @@ impl<A: Accounts> Engine<A> {
                 limit: 0,
             });
         };
-        self.accounts.reserve(device, bytes, limit)
+        self.accounts
+            .reserve(device, bytes, limit)
+            .inspect_err(|over| {
+                crate::hami_log!(crate::log::Level::Debug, "refused: {over}");
+            })
     }
 
     /// Runs `call` (the driver's allocation, returning the new pointer or handle) inside a
