@@ -46,6 +46,8 @@ struct ShimFlags {
     address: String,
     publish_binary: String,
     debug: bool,
+    /// The daemon's own socket (`unix://...`), empty for `start` and `delete`.
+    socket: String,
 }
 
 impl containerd_shim::Shim for HamiShim {
@@ -63,6 +65,7 @@ impl containerd_shim::Shim for HamiShim {
                 address: args.address.clone(),
                 publish_binary: args.publish_binary.clone(),
                 debug: args.debug,
+                socket: args.socket.clone(),
             },
             exit: Arc::new(ExitSignal::default()),
         }
@@ -106,11 +109,25 @@ impl containerd_shim::Shim for HamiShim {
         if let Err(e) = ledger_entry::remove_entry(&config.ledger_dir, &self.flags.id) {
             log::warn!("container {}: {e}", self.flags.id);
         }
+        // The dead proxy's socket: nobody listens on it any more.
+        if let Ok(address) = std::fs::read_to_string(bundle.join("address"))
+            && backend::connect(address.trim()).is_err()
+        {
+            remove_socket(address.trim());
+        }
         response
     }
 
     fn wait(&mut self) {
         self.exit.wait();
+        // The library removes the socket named in the `address` file of the working directory,
+        // which is the pod's first bundle and usually deleted by now: remove it ourselves. The
+        // backend (already told to shut down) would remove the socket named in that same file,
+        // ours, instead of its own: remove its socket too.
+        remove_socket(&self.flags.socket);
+        if let Ok(backend) = std::env::var(BACKEND_ADDRESS_ENV) {
+            remove_socket(&backend);
+        }
     }
 
     fn create_task_service(&self, _publisher: RemotePublisher) -> Self::T {
@@ -118,6 +135,18 @@ impl containerd_shim::Shim for HamiShim {
         let backend = BackendClient::new(address.clone());
         let on_bundle = Box::new(move |bundle: &Path| record_backend_address(bundle, &address));
         ProxyTask::new(backend, LedgerPreparer, self.exit.clone(), on_bundle)
+    }
+}
+
+/// Removes the Unix socket of a `unix://` address, if it is one.
+fn remove_socket(address: &str) {
+    let Some(path) = address.strip_prefix("unix://") else {
+        return;
+    };
+    let is_socket = std::fs::symlink_metadata(path)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+    if is_socket && let Err(e) = std::fs::remove_file(path) {
+        log::warn!("cannot remove socket {path}: {e}");
     }
 }
 

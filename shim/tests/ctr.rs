@@ -13,7 +13,12 @@ const HAMI: &str = "io.containerd.hami.v2";
 fn rootfs(lab: &Lab) -> String {
     let dir = lab.root().join("rootfs");
     if !dir.exists() {
-        busybox_rootfs(&dir);
+        // Built aside and renamed, so concurrent callers never see a half-filled root.
+        let aside = lab.root().join(unique("rootfs-building"));
+        busybox_rootfs(&aside);
+        if std::fs::rename(&aside, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
     }
     dir.display().to_string()
 }
@@ -288,6 +293,9 @@ fn shim_killed_then_containerd_cleanup_leaks_nothing() {
     let tasks = lab.ctr_ok(&["tasks", "ls"]);
     assert!(!tasks.contains(&id), "{tasks}");
     lab.ctr_ok(&["containers", "rm", &id]);
+    for socket in lab.shim_sockets("default", &id) {
+        assert!(!socket.exists(), "socket {} left behind", socket.display());
+    }
 }
 
 #[test]
@@ -333,9 +341,21 @@ fn lifecycle_calls_behave_like_runc_and_survive_a_containerd_restart() {
         "echo $HAMI_LEDGER_USAGE",
     ]);
     assert_eq!(exec, "/run/hami/usage.ledger\n");
+    let sockets = lab.shim_sockets("default", &id);
+    assert!(
+        sockets.iter().all(|s| s.exists()),
+        "backend and proxy listen on {sockets:?}"
+    );
     remove(&lab, &id);
     assert!(!alive(pid));
     assert!(lab.ledger_entries().is_empty());
+    for socket in sockets {
+        assert!(
+            eventually(Duration::from_secs(5), || !socket.exists()),
+            "socket {} left behind",
+            socket.display()
+        );
+    }
 }
 
 fn task_pid(lab: &Lab, id: &str) -> i32 {

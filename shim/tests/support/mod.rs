@@ -279,6 +279,31 @@ impl Lab {
         ids
     }
 
+    /// The sockets of a pod's (or lone container's) shims: the backend runc shim's and the
+    /// proxy's, named like containerd-shim does (sha256 of `<address>/<ns>/<grouping>`).
+    pub fn shim_sockets(&self, namespace: &str, grouping: &str) -> Vec<PathBuf> {
+        [grouping.to_owned(), format!("{grouping}-hami")]
+            .iter()
+            .map(|g| {
+                let key = format!("{}/{namespace}/{g}", self.address().display());
+                let mut child = Command::new("sha256sum")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                std::io::Write::write_all(&mut child.stdin.take().unwrap(), key.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                let hash = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                PathBuf::from("/run/containerd/s").join(hash)
+            })
+            .collect()
+    }
+
     /// Pids of processes whose command line contains `needle` (zombies excluded).
     pub fn processes_matching(&self, needle: &str) -> Vec<i32> {
         processes_matching(needle)
