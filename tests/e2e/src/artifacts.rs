@@ -45,6 +45,19 @@ pub fn fakegpu() -> PathBuf {
         .clone()
 }
 
+/// `hami-cuda-client`, the cudarc test client.
+pub fn cuda_client() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        locate(
+            "HAMI_E2E_CUDA_CLIENT",
+            "hami-cuda-client",
+            "hami-cuda-client",
+        )
+    })
+    .clone()
+}
+
 /// A directory with `libcuda.so.1` and `libnvidia-ml.so.1` pointing at the simulated driver,
 /// for `LD_LIBRARY_PATH`.
 pub fn driver_dir() -> &'static Path {
