@@ -12,13 +12,11 @@
 pub mod metrics;
 pub mod probe;
 pub mod scenarios;
+pub mod session;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -27,7 +25,7 @@ use thiserror::Error;
 use metrics::{BusySeries, convergence_s, longest_overshoot_s};
 use probe::{ProbeSample, monotonic_ns};
 use scenarios::{Check, Scenario, TenantSpec};
-use worker::WorkerReport;
+use session::{FinishedTenant, Session};
 
 /// Error tolerance the convergence time is measured against, percentage points.
 pub const CONVERGED_WITHIN_PP: f64 = 3.0;
@@ -197,44 +195,6 @@ fn summarize(options: &HarnessOptions, scenarios: Vec<ScenarioResult>) -> Limite
     }
 }
 
-/// A tenant's process and what it printed.
-struct RunningTenant {
-    spec: TenantSpec,
-    child: Child,
-    pid: Arc<Mutex<Option<u32>>>,
-    report: Arc<Mutex<Option<WorkerReport>>>,
-    stderr: Arc<Mutex<String>>,
-    started_ns: u64,
-}
-
-/// The environment of one scenario: device env, ledger directory.
-struct Stage {
-    _dirs: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    ledger_dir: PathBuf,
-}
-
-fn stage(options: &HarnessOptions) -> Result<Stage, HarnessError> {
-    let dirs = tempfile::Builder::new()
-        .prefix("hami-bench-limiter-")
-        .tempdir()
-        .map_err(HarnessError::TempDir)?;
-    let ledger_dir = dirs.path().join("ledger");
-    std::fs::create_dir_all(&ledger_dir).map_err(HarnessError::TempDir)?;
-    let env = match options.device {
-        DeviceKind::Simulated => {
-            let state = dirs.path().join("device");
-            crate::sim_env::simulated_device_env(&options.hami, &state, &[])?
-        }
-        DeviceKind::Real => Vec::new(),
-    };
-    Ok(Stage {
-        _dirs: dirs,
-        env,
-        ledger_dir,
-    })
-}
-
 fn run_scenario(
     options: &HarnessOptions,
     scenario: &Scenario,
@@ -248,233 +208,31 @@ fn run_scenario(
     }
 }
 
-/// Runs `tenants` of `scenario` to completion with the probe watching.
+/// Runs `tenants` of `scenario` to completion with the probe watching; returns them, the
+/// samples and the instant the scenario started.
 fn execute(
     options: &HarnessOptions,
     scenario: &Scenario,
     tenants: &[TenantSpec],
 ) -> Result<(Vec<FinishedTenant>, Vec<ProbeSample>, u64), HarnessError> {
-    let stage = stage(options)?;
-    let spawn_err = |what: &str| {
-        let scenario = scenario.name.clone();
-        let what = what.to_owned();
-        move |source| HarnessError::Spawn {
-            scenario,
-            what,
-            source,
-        }
-    };
-    let mut probe = Command::new(&options.hami)
-        .args(["bench", "limiter", "probe", "--interval-ms", "100"])
-        .envs(stage.env.iter().cloned())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err("the probe"))?;
-    let samples = Arc::new(Mutex::new(Vec::<ProbeSample>::new()));
-    let probe_stderr = Arc::new(Mutex::new(String::new()));
-    let probe_reader = probe.stdout.take().map(|out| {
-        let samples = Arc::clone(&samples);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(sample) = serde_json::from_str::<ProbeSample>(&line) {
-                    lock(&samples).push(sample);
-                }
-            }
-        })
-    });
-    collect_text(probe.stderr.take(), Arc::clone(&probe_stderr));
-
-    // Give the probe a moment to position its cursor before the first tenant starts.
-    std::thread::sleep(Duration::from_millis(300));
+    let mut session = Session::new(options, &scenario.name)?;
     let origin = monotonic_ns();
     let mut order: Vec<&TenantSpec> = tenants.iter().collect();
     order.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
-    let mut running = Vec::new();
     for spec in order {
         let start_at = origin + (spec.start_s * 1e9) as u64;
         let now = monotonic_ns();
         if start_at > now {
             std::thread::sleep(Duration::from_nanos(start_at - now));
         }
-        running.push(start_tenant(options, &stage, scenario, spec)?);
+        session.start(spec)?;
     }
-    let mut finished = Vec::new();
-    for tenant in running {
-        finished.push(finish_tenant(scenario, tenant)?);
-    }
-    std::thread::sleep(Duration::from_millis(250));
-    // The probe is ours; it stops when its stdout closes, kill it to be sure.
-    let _ = probe.kill();
-    let _ = probe.wait();
-    if let Some(reader) = probe_reader {
-        let _ = reader.join();
-    }
-    let samples = std::mem::take(&mut *lock(&samples));
-    if samples.len() < 2 {
-        return Err(HarnessError::NoSamples {
-            scenario: scenario.name.clone(),
-            stderr: lock(&probe_stderr).clone(),
-        });
-    }
+    let (finished, samples) = session.finish()?;
     Ok((finished, samples, origin))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn collect_text(pipe: Option<impl std::io::Read + Send + 'static>, into: Arc<Mutex<String>>) {
-    if let Some(pipe) = pipe {
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut text = lock(&into);
-                if text.len() < 16_384 {
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-            }
-        });
-    }
-}
-
-fn worker_args(spec: &TenantSpec) -> Vec<String> {
-    let w = &spec.worker;
-    let mut args = vec![
-        "bench".into(),
-        "limiter".into(),
-        "load".into(),
-        "--device".into(),
-        w.device.to_string(),
-        "--kernel-us".into(),
-        w.kernel_us.to_string(),
-        "--seconds".into(),
-        w.seconds.to_string(),
-        "--launch".into(),
-        w.launch.name().into(),
-        "--graph-kernels".into(),
-        w.graph_kernels.to_string(),
-        "--depth".into(),
-        w.depth.to_string(),
-        "--memory-mib".into(),
-        w.memory_mib.to_string(),
-    ];
-    if let Some(kernels) = w.kernels {
-        args.extend(["--kernels".into(), kernels.to_string()]);
-    }
-    args
-}
-
-fn start_tenant(
-    options: &HarnessOptions,
-    stage: &Stage,
-    scenario: &Scenario,
-    spec: &TenantSpec,
-) -> Result<RunningTenant, HarnessError> {
-    let mut command = Command::new(&options.hami);
-    command
-        .arg("run")
-        .args(["--policy", spec.policy, "--priority", spec.priority])
-        .arg("--ledger-dir")
-        .arg(&stage.ledger_dir)
-        .args(["--container-id", &spec.name]);
-    if let Some(cores) = spec.cores {
-        command.args(["--cores", &cores.to_string()]);
-    }
-    command
-        .arg("--")
-        .arg(&options.hami)
-        .args(worker_args(spec))
-        .envs(stage.env.iter().cloned())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started_ns = monotonic_ns();
-    let mut child = command.spawn().map_err(|source| HarnessError::Spawn {
-        scenario: scenario.name.clone(),
-        what: format!("tenant {}", spec.name),
-        source,
-    })?;
-    let pid = Arc::new(Mutex::new(None));
-    let report = Arc::new(Mutex::new(None));
-    let stderr = Arc::new(Mutex::new(String::new()));
-    if let Some(out) = child.stdout.take() {
-        let (pid, report) = (Arc::clone(&pid), Arc::clone(&report));
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(started) = serde_json::from_str::<worker::WorkerStarted>(&line) {
-                    *lock(&pid) = Some(started.pid);
-                } else if let Ok(done) = serde_json::from_str::<WorkerReport>(&line) {
-                    *lock(&report) = Some(done);
-                }
-            }
-        });
-    }
-    collect_text(child.stderr.take(), Arc::clone(&stderr));
-    Ok(RunningTenant {
-        spec: spec.clone(),
-        child,
-        pid,
-        report,
-        stderr,
-        started_ns,
-    })
-}
-
-/// A tenant that ran to the end.
-struct FinishedTenant {
-    spec: TenantSpec,
-    pid: u32,
-    report: WorkerReport,
-    started_ns: u64,
-}
-
-fn finish_tenant(
-    scenario: &Scenario,
-    mut tenant: RunningTenant,
-) -> Result<FinishedTenant, HarnessError> {
-    let status = tenant.child.wait().map_err(|source| HarnessError::Spawn {
-        scenario: scenario.name.clone(),
-        what: format!("waiting for tenant {}", tenant.spec.name),
-        source,
-    })?;
-    // The reader threads end with the pipes; give them a moment to store the last line.
-    let deadline = monotonic_ns() + SECOND;
-    while lock(&tenant.report).is_none() && monotonic_ns() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let stderr = lock(&tenant.stderr).clone();
-    if !status.success() {
-        return Err(HarnessError::TenantFailed {
-            scenario: scenario.name.clone(),
-            tenant: tenant.spec.name.clone(),
-            status: status.to_string(),
-            stderr,
-        });
-    }
-    let pid = lock(&tenant.pid).ok_or_else(|| HarnessError::NoPid {
-        scenario: scenario.name.clone(),
-        tenant: tenant.spec.name.clone(),
-        stderr: stderr.clone(),
-    })?;
-    let report = lock(&tenant.report)
-        .clone()
-        .ok_or_else(|| HarnessError::TenantFailed {
-            scenario: scenario.name.clone(),
-            tenant: tenant.spec.name.clone(),
-            status: "no report".into(),
-            stderr,
-        })?;
-    Ok(FinishedTenant {
-        spec: tenant.spec,
-        pid,
-        report,
-        started_ns: tenant.started_ns,
-    })
-}
-
-fn series_of(pid: u32, samples: &[ProbeSample]) -> BusySeries {
+/// A tenant's busy series, from the probe's samples of its worker's pid.
+pub fn series_of(pid: u32, samples: &[ProbeSample]) -> BusySeries {
     let mut series = BusySeries::default();
     for sample in samples {
         series.push(sample.at_ns, sample.busy_ns.get(&pid).copied().unwrap_or(0));
@@ -602,11 +360,6 @@ fn run_priority(
     Ok(result)
 }
 
-/// Path of the `hami` executable running now (the harness re-invokes itself).
-pub fn current_hami() -> Result<PathBuf, std::io::Error> {
-    std::env::current_exe()
-}
-
 /// Renders the report as the human table `hami bench limiter` prints.
 pub fn render_table(report: &LimiterReport) -> String {
     let mut out = String::new();
@@ -670,16 +423,4 @@ pub fn render_table(report: &LimiterReport) -> String {
         report.max_overshoot_s
     ));
     out
-}
-
-/// Exists so callers can check an artifact path up front with a clear message.
-pub fn require_file(path: &Path, what: &str) -> Result<(), std::io::Error> {
-    if path.is_file() {
-        Ok(())
-    } else {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{what} not found at {}", path.display()),
-        ))
-    }
 }

@@ -13,6 +13,8 @@ pub struct TenantSpec {
     pub policy: &'static str,
     /// `--priority`: `high` or `normal`.
     pub priority: &'static str,
+    /// `--memory` (a quantity such as `1Gi`); `None`: no memory cap.
+    pub memory: Option<String>,
     /// Seconds after the scenario starts that the tenant starts.
     pub start_s: f64,
     pub worker: WorkerSpec,
@@ -41,7 +43,8 @@ pub struct Scenario {
     pub check: Check,
 }
 
-fn worker(kernel_us: u64, seconds: f64, launch: Launch) -> WorkerSpec {
+/// A worker launching `launch` kernels of `kernel_us` for `seconds`, four in flight.
+pub fn worker(kernel_us: u64, seconds: f64, launch: Launch) -> WorkerSpec {
     WorkerSpec {
         device: 0,
         kernel_us,
@@ -54,12 +57,14 @@ fn worker(kernel_us: u64, seconds: f64, launch: Launch) -> WorkerSpec {
     }
 }
 
-fn tenant(name: &str, cores: Option<u32>, spec: WorkerSpec) -> TenantSpec {
+/// A hard-capped, normal-priority tenant running `spec` from the start.
+pub fn tenant(name: &str, cores: Option<u32>, spec: WorkerSpec) -> TenantSpec {
     TenantSpec {
         name: name.to_owned(),
         cores,
         policy: "hard",
         priority: "normal",
+        memory: None,
         start_s: 0.0,
         worker: spec,
     }

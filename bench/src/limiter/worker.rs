@@ -80,9 +80,9 @@ pub struct WorkerSpec {
 pub struct WorkerReport {
     pub kernels: u64,
     pub seconds: f64,
-    /// Bytes the memory allocation got (it may be refused by the cap).
+    /// Bytes the worker holds (allocation stops at the first refusal, e.g. the cap).
     pub memory_bytes: u64,
-    /// The driver's answer to the allocation (0: success; 2: out of memory).
+    /// The driver's last answer to an allocation (0: success; 2: out of memory).
     pub memory_status: i32,
 }
 
@@ -340,19 +340,30 @@ impl Session {
     }
 }
 
+/// Allocates up to `mib` MiB in 64 MiB steps, stopping at the first refusal, and keeps it
+/// until the process exits. Returns the bytes obtained and the last driver answer.
+fn hold_memory(d: &Driver, mib: u64) -> (u64, CUresult) {
+    const STEP: u64 = 64 << 20;
+    let want = mib << 20;
+    let mut held = 0u64;
+    while held < want {
+        let bytes = STEP.min(want - held);
+        let mut pointer: CUdeviceptr = 0;
+        // SAFETY: a valid out-pointer; the allocation is deliberately never freed.
+        let code = unsafe { (d.mem_alloc)(&mut pointer, usize::try_from(bytes).unwrap_or(0)) };
+        if code != CUDA_SUCCESS {
+            return (held, code);
+        }
+        held += bytes;
+    }
+    (held, CUDA_SUCCESS)
+}
+
 /// Runs the worker: launches until the time or the job is done, then reports.
 pub fn run_worker(spec: &WorkerSpec) -> Result<WorkerReport, WorkerError> {
     let session = Session::new(spec)?;
     let d = &session.driver;
-    let (memory_bytes, memory_status) = if spec.memory_mib > 0 {
-        let mut pointer: CUdeviceptr = 0;
-        let bytes = spec.memory_mib << 20;
-        // SAFETY: a valid out-pointer; the allocation is held until the process exits.
-        let code = unsafe { (d.mem_alloc)(&mut pointer, usize::try_from(bytes).unwrap_or(0)) };
-        (if code == CUDA_SUCCESS { bytes } else { 0 }, code)
-    } else {
-        (0, CUDA_SUCCESS)
-    };
+    let (memory_bytes, memory_status) = hold_memory(d, spec.memory_mib);
     let depth = spec.depth.max(1);
     let stream = session.tracked_stream(spec.launch);
     let mut events: Vec<CUevent> = vec![std::ptr::null_mut(); depth];
