@@ -97,6 +97,12 @@ impl Registry {
         self.loaded.store(true, Ordering::Release);
     }
 
+    /// The driver's address for `hook` (a row of this registry), loading the driver if needed.
+    pub fn real_of(&self, hook: &Hook) -> *mut c_void {
+        self.load();
+        hook.real.load(Ordering::Acquire)
+    }
+
     /// The row of an exported symbol name.
     pub fn by_symbol(&self, name: &[u8]) -> Option<&'static Hook> {
         self.hooks
