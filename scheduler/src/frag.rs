@@ -1,6 +1,7 @@
 //! The FGD fragmentation measure: how much of a node's free device compute the expected
 //! next task could not use, averaged over the target workload (the frequent task shapes).
 
+use crate::cluster::FULL_DEVICE_MILLI;
 use crate::model::{ModelId, ModelSet};
 
 /// The shape of a task class, the key that groups a trace into classes.
@@ -30,6 +31,10 @@ pub struct WorkloadClass {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TargetWorkload {
     pub classes: Vec<WorkloadClass>,
+    /// For whole-device classes, count as usable only the idle devices that as many
+    /// tasks of the class as the node's free CPU and memory can hold would take (ours);
+    /// the paper counts every idle device as usable once one task fits.
+    pub capacity_aware: bool,
 }
 
 impl TargetWorkload {
@@ -83,7 +88,18 @@ impl TargetWorkload {
                 probability: count as f64 / covered.max(1) as f64,
             })
             .collect();
-        TargetWorkload { classes }
+        TargetWorkload {
+            classes,
+            capacity_aware: false,
+        }
+    }
+
+    /// M measured capacity-aware (see [`TargetWorkload::capacity_aware`]).
+    pub fn capacity_aware(&self) -> TargetWorkload {
+        TargetWorkload {
+            capacity_aware: true,
+            ..self.clone()
+        }
     }
 
     /// M with every class's memory set to 0: the paper's measure, blind to memory.
@@ -96,7 +112,10 @@ impl TargetWorkload {
                 ..c.clone()
             })
             .collect();
-        TargetWorkload { classes }
+        TargetWorkload {
+            classes,
+            capacity_aware: self.capacity_aware,
+        }
     }
 
     /// M with every class accepting any model (for a cluster whose model names differ
@@ -110,7 +129,10 @@ impl TargetWorkload {
                 ..c.clone()
             })
             .collect();
-        TargetWorkload { classes }
+        TargetWorkload {
+            classes,
+            capacity_aware: self.capacity_aware,
+        }
     }
 
     /// F_n(M): expected free compute (milli-device) of a node that a task drawn from M
@@ -139,6 +161,7 @@ impl TargetWorkload {
                     free,
                     total,
                     model,
+                    self.capacity_aware,
                 ));
         }
         expected
@@ -153,6 +176,7 @@ fn class_fragment(
     free: &[u32],
     total: u32,
     model: Option<ModelId>,
+    capacity_aware: bool,
 ) -> u32 {
     if class.device_count == 0 || cpu_free < class.cpu_milli || memory_free < class.memory_mib {
         return total;
@@ -170,11 +194,25 @@ fn class_fragment(
             unusable += r;
         }
     }
-    if fitting >= class.device_count {
-        unusable
-    } else {
-        total
+    if fitting < class.device_count {
+        return total;
     }
+    // Capacity-aware, for whole-device classes: only the idle devices that as many tasks
+    // as the node's free CPU and memory can hold would take are usable. (Sharing classes
+    // keep the paper's rule: their binding resource is the device, and counting CPU for
+    // them only adds noise to the gradient; measured in docs/scheduler.md.)
+    if !capacity_aware || class.milli < FULL_DEVICE_MILLI {
+        return unusable;
+    }
+    let by_cpu = cpu_free.checked_div(class.cpu_milli).unwrap_or(u64::MAX);
+    let by_memory = memory_free
+        .checked_div(class.memory_mib)
+        .unwrap_or(u64::MAX);
+    let hosts = by_cpu.min(by_memory);
+    let room = total - unusable;
+    let per_task = u64::from(class.device_count) * u64::from(class.milli);
+    let usable = u64::from(room).min(hosts.saturating_mul(per_task));
+    total - u32::try_from(usable).unwrap_or(room)
 }
 
 #[cfg(test)]
@@ -214,6 +252,7 @@ mod tests {
     #[test]
     fn fragment_follows_the_four_cases() {
         let m = TargetWorkload {
+            capacity_aware: false,
             classes: vec![WorkloadClass {
                 cpu_milli: 4000,
                 milli: 500,

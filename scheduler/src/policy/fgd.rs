@@ -100,24 +100,23 @@ impl Scorer {
         }
     }
 
-    /// Our score: FGD's quantised gradient over a memory-aware workload, with ties broken
-    /// towards the node left with the least free device compute before the random order.
+    /// Our score: FGD's quantised gradient and random tie-break, over a workload measured
+    /// capacity-aware and memory-aware (see [`TargetWorkload::capacity_aware`]).
     ///
-    /// Two findings shape it (docs/scheduler.md has the numbers). The exact,
-    /// unquantised gradient is much worse than FGD (about 7 % unallocated against 4.8 %):
-    /// greedy steepest descent strands idle devices on CPU-starved nodes, and FGD's
-    /// truncation plus random tie-break is what spreads the load. So the quantisation
-    /// stays. What we add: most failures near saturation are memory-bound, which the
-    /// paper's measure ignores, so a class here only "fits" a node that also has its
-    /// typical memory free (see [`TargetWorkload::from_tasks`]); and among equal scores a
-    /// fuller node wins, keeping idle devices together for whole-device tasks.
+    /// Why (docs/scheduler.md has the numbers): near saturation most failed tasks are
+    /// whole-device tasks that find idle devices only on nodes whose CPU or memory is
+    /// gone. FGD's measure counts every idle device of a node as usable by a class as
+    /// soon as one task of it fits, so it does not see a CPU-only or sharing task
+    /// stranding the idle devices next to it. Our measure counts only the idle devices
+    /// that as many whole-device tasks as the node's free CPU and memory can host would
+    /// use. The quantisation stays: the exact, unquantised gradient is much worse than
+    /// FGD (about 7 % unallocated against 4.8 %), its deterministic choices concentrate
+    /// load that the truncation's random ties spread.
     pub fn ours(&mut self, node: &NodeState, request: &Request) -> FragScore {
         let (delta, device) = self.best_delta(node, request, quantise);
-        let devices = node.device_count().max(1) as f64 * 1000.0;
-        let gpu_left = node.free_milli_total() as f64 - request.device_milli_total() as f64;
         FragScore {
             primary: delta,
-            secondary: -(gpu_left / devices),
+            secondary: 0.0,
             device,
         }
     }
@@ -209,6 +208,7 @@ mod tests {
 
     fn workload_of(milli: u32) -> TargetWorkload {
         TargetWorkload {
+            capacity_aware: false,
             classes: vec![WorkloadClass {
                 cpu_milli: 1000,
                 milli,
@@ -235,14 +235,31 @@ mod tests {
     }
 
     #[test]
-    fn ours_breaks_equal_scores_towards_the_fuller_node() {
-        let r = Request::whole(1000, 0, 1);
-        let mut scorer = Scorer::new(half_gpu_workload());
-        let idle = node(&[1000, 1000, 1000, 1000]);
-        let used = node(&[0, 1000, 1000, 1000]);
-        let (a, b) = (scorer.ours(&idle, &r), scorer.ours(&used, &r));
-        assert_eq!(a.primary, b.primary);
-        assert!(b.secondary > a.secondary);
+    fn ours_sees_idle_devices_stranded_by_cpu() {
+        // Four idle devices and CPU for four 1-device tasks of 8 cores. A CPU-only task of
+        // 16 cores leaves CPU for two: FGD sees no change, ours sees two devices stranded.
+        let whole = TargetWorkload {
+            capacity_aware: false,
+            classes: vec![WorkloadClass {
+                cpu_milli: 8000,
+                milli: 1000,
+                device_count: 1,
+                models: ModelSet::ANY,
+                memory_mib: 0,
+                probability: 1.0,
+            }],
+        };
+        let mut n = node(&[1000, 1000, 1000, 1000]);
+        n.cpu_free = 32_000;
+        let cpu_task = Request::cpu_only(16_000, 0);
+        assert_eq!(Scorer::new(whole.clone()).fgd(&n, &cpu_task).primary, 50.0);
+        // F goes from 0 to 2000 (two of four idle devices unusable): ⌊100·σ(−2)⌋ = 11.
+        assert_eq!(
+            Scorer::new(whole.capacity_aware())
+                .ours(&n, &cpu_task)
+                .primary,
+            11.0
+        );
     }
 
     #[test]
@@ -254,7 +271,7 @@ mod tests {
         // Taking 6 GiB leaves too little memory for the class: the whole free GPU becomes
         // a fragment, which the memory-blind measure does not see.
         let r = Request::share(1000, 6144, 100, 0);
-        let aware = Scorer::new(w.clone()).ours(&n, &r).primary;
+        let aware = Scorer::new(w.capacity_aware()).ours(&n, &r).primary;
         let blind = Scorer::new(w.ignoring_memory()).fgd(&n, &r).primary;
         assert!(aware < blind, "{aware} {blind}");
     }

@@ -100,9 +100,9 @@ pub fn run(trace: &Trace, workload: &TargetWorkload, policy: NodePolicy, seed: u
     let mut cluster = Cluster::new(trace.nodes.clone(), trace.models.clone());
     let capacity = cluster.capacity_milli();
     let order = submission_order(trace, capacity, seed);
-    // Ours sees class memory; the paper's policies and the metric do not.
+    // Ours measures capacity and memory; the paper's policies and the metric do not.
     let policy_workload = match policy {
-        NodePolicy::Ours => workload.clone(),
+        NodePolicy::Ours => workload.capacity_aware(),
         _ => workload.ignoring_memory(),
     };
     let workload = &workload.ignoring_memory();
