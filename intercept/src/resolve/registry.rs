@@ -133,19 +133,19 @@ impl Registry {
     }
 
     fn wrap_address(&self, candidates: &'static [Hook], real: *mut c_void) -> *mut c_void {
-        if real.is_null() {
+        if real.is_null()
+            || candidates
+                .iter()
+                .any(|hook| real.cast_const() == hook.wrapper)
+        {
+            // Already ours (an RTLD_DEFAULT lookup finds the export): no need to open a driver.
             return real;
         }
         self.load();
-        for hook in candidates {
-            if real.cast_const() == hook.wrapper {
-                return real;
-            }
-            if hook.real.load(Ordering::Acquire) == real {
-                return hook.wrapper.cast_mut();
-            }
-        }
-        real
+        candidates
+            .iter()
+            .find(|hook| hook.real.load(Ordering::Acquire) == real)
+            .map_or(real, |hook| hook.wrapper.cast_mut())
     }
 }
 

@@ -94,3 +94,24 @@ fn unaffected_even_with_garbage_configuration() {
         compare(name, build, &env);
     }
 }
+
+#[test]
+fn probing_for_a_driver_symbol_does_not_load_the_driver() {
+    let machine = Machine::new(1, 1024 * MIB);
+    let container = Container::new("probe", &[(machine.uuid(0), Some(256 * MIB))]);
+    let script = "import ctypes\n\
+                  try:\n    ctypes.CDLL(None).cuMemAlloc_v2\n\
+                  except AttributeError:\n    pass\n\
+                  print('libcuda' in open('/proc/self/maps').read())";
+    let output = container
+        .command(&machine, "python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "False",
+        "{output:?}"
+    );
+}
