@@ -114,3 +114,36 @@ fn logs_only_when_asked() {
     );
     assert!(chatty.contains("[hami info"), "{chatty}");
 }
+
+#[test]
+fn without_any_cap_everything_passes_through() {
+    let machine = Machine::new(1, 1024 * MIB);
+    let (report, stderr) = fill(
+        machine
+            .command(c_program("alloc_paths"))
+            .env("LD_PRELOAD", hami_e2e::artifacts::libhami()),
+    );
+    assert_eq!(field(&report, "allocations"), 16, "{report}");
+    assert_eq!(field(&report, "total"), 1024 * MIB);
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn the_context_overhead_is_charged_once_per_process() {
+    let machine = Machine::new(1, 4096 * MIB);
+    let container = Container::new("context", &[(machine.uuid(0), Some(256 * MIB))]);
+    let (report, _) = fill(
+        container
+            .command(&machine, c_program("alloc_paths"))
+            .env("HAMI_FAKEGPU_CONTEXT_MEMORY", (64 * MIB).to_string())
+            .env("HAMI_CONTEXT_OVERHEAD", "64Mi"),
+    );
+    // 64 MiB of context + three 64 MiB allocations fill the 256 MiB cap.
+    assert_eq!(field(&report, "allocations"), 3, "{report}");
+    assert_eq!(field(&report, "free"), 0, "{report}");
+    assert_eq!(
+        field(&report, "free_after"),
+        192 * MIB,
+        "the context stays charged: {report}"
+    );
+}
