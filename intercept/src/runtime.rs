@@ -101,7 +101,11 @@ fn slow_engine() -> Option<&'static ProcessEngine> {
         match STATE.compare_exchange(UNINIT, INITIALIZING, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 INITIALIZING_HERE.with(|flag| flag.set(true));
-                let built = crate::boundary::guarded(initialize, std::ptr::null_mut);
+                // A bug in initialization fails closed, like a configuration that cannot be
+                // enforced.
+                let built = crate::boundary::guarded(initialize, || {
+                    leak(refused(crate::config::DEFAULT_MAX_ALLOCATIONS))
+                });
                 ENGINE.store(built, Ordering::Release);
                 STATE.store(READY, Ordering::Release);
                 INITIALIZING_HERE.with(|flag| flag.set(false));
@@ -112,10 +116,12 @@ fn slow_engine() -> Option<&'static ProcessEngine> {
                 continue;
             }
             Err(_) => {
+                // Initialization is stuck in another thread: refuse rather than run uncapped.
                 hami_log!(
-                    Level::Warn,
-                    "initialization still running after {INIT_WAIT:?}"
+                    Level::Error,
+                    "initialization still running after {INIT_WAIT:?}; refusing device memory"
                 );
+                return Some(stalled_refusal());
             }
         }
         let engine = ENGINE.load(Ordering::Acquire);
@@ -158,6 +164,12 @@ fn initialize() -> *mut ProcessEngine {
         }
     };
     leak(engine)
+}
+
+/// The engine a thread uses when another thread's initialization never finishes.
+fn stalled_refusal() -> &'static ProcessEngine {
+    static REFUSAL: std::sync::OnceLock<ProcessEngine> = std::sync::OnceLock::new();
+    REFUSAL.get_or_init(|| refused(crate::config::DEFAULT_MAX_ALLOCATIONS))
 }
 
 fn leak(engine: ProcessEngine) -> *mut ProcessEngine {
