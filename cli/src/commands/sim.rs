@@ -90,9 +90,12 @@ fn fakegpu_library() -> anyhow::Result<PathBuf> {
     }
     let exe = std::env::current_exe().context("locating the hami executable")?;
     let dir = exe.parent().context("hami executable has no directory")?;
+    // The newest build: `cargo test` refreshes `deps/` without copying the library up.
     [dir.join(LIBRARY), dir.join("deps").join(LIBRARY)]
         .into_iter()
-        .find(|p| p.is_file())
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
         .with_context(|| {
             format!("{LIBRARY} not found next to {} (build it: cargo build --release --workspace, or set HAMI_FAKEGPU_LIB)", exe.display())
         })

@@ -8,7 +8,7 @@
  *
  *   runtime_like info
  *   runtime_like fill-until-oom [--path plain|pitch|managed|async|pool|vmm|array] [--step BYTES]
- *   runtime_like hold --bytes BYTES --seconds S
+ *   runtime_like hold --bytes BYTES --seconds S [--leak]
  *   runtime_like spin --ptx FILE --kernel-us N --seconds S
  *   runtime_like resolve SYMBOL            (prints the status cuGetProcAddress_v2 reports)
  *   runtime_like call-cost --ptx FILE [--count N]
@@ -283,7 +283,8 @@ static int hold(int argc, char **argv) {
            (int)getpid(), rc ? 0 : bytes, rc, free_mem, total);
     fflush(stdout);
     usleep((useconds_t)(seconds * 1e6));
-    if (!rc && bytes) CHECK(p_cuMemFree(ptr));
+    /* --leak exits holding the memory, as a program that never frees does. */
+    if (!rc && bytes && !flag(argc, argv, "--leak")) CHECK(p_cuMemFree(ptr));
     return rc;
 }
 

@@ -78,20 +78,19 @@ fn process_utilization(device: nvmlDevice_t, last_seen: u64) -> Vec<(u32, u32)> 
     let utilization: nvml::pfn::nvmlDeviceGetProcessUtilization =
         machine().sym("nvmlDeviceGetProcessUtilization");
     let mut count = 0u32;
-    // SAFETY: a size query with a null buffer, then a buffer of `count` samples.
-    unsafe {
-        let rc = utilization(device, std::ptr::null_mut(), &mut count, last_seen);
-        assert_eq!(rc, NVML_ERROR_INSUFFICIENT_SIZE);
-        let mut samples = vec![nvmlProcessUtilizationSample_t::default(); count as usize];
-        assert_eq!(
-            utilization(device, samples.as_mut_ptr(), &mut count, last_seen),
-            NVML_SUCCESS
-        );
-        samples[..count as usize]
-            .iter()
-            .map(|s| (s.pid, s.smUtil))
-            .collect()
-    }
+    // SAFETY: a size query with a null buffer.
+    let rc = unsafe { utilization(device, std::ptr::null_mut(), &mut count, last_seen) };
+    assert_eq!(rc, NVML_ERROR_INSUFFICIENT_SIZE);
+    // Room for processes that appear between the two calls, as NVML users leave.
+    let mut samples = vec![nvmlProcessUtilizationSample_t::default(); count as usize + 8];
+    count = samples.len() as u32;
+    // SAFETY: a buffer of `count` samples.
+    let rc = unsafe { utilization(device, samples.as_mut_ptr(), &mut count, last_seen) };
+    assert_eq!(rc, NVML_SUCCESS);
+    samples[..count as usize]
+        .iter()
+        .map(|s| (s.pid, s.smUtil))
+        .collect()
 }
 
 fn realtime_us() -> u64 {
@@ -239,4 +238,33 @@ fn out_of_memory_is_code_2_on_every_path_when_another_process_holds_memory() {
     }
     holder.kill().expect("kill holder");
     holder.wait().expect("reap");
+}
+
+#[test]
+fn a_process_that_exits_without_freeing_gives_its_memory_back_at_exit() {
+    let m = machine();
+    m.use_device(3);
+    let output = m
+        .command(&runtime_like())
+        .args([
+            "hold",
+            "--device",
+            "3",
+            "--bytes",
+            &(512 * MIB).to_string(),
+            "--seconds",
+            "0",
+            "--leak",
+        ])
+        .output()
+        .expect("run hold --leak");
+    let report = json(&output);
+    assert!(output.status.success(), "{report}");
+    assert_eq!(
+        report["mem_info_free"],
+        DEVICE_MEMORY - 512 * MIB,
+        "{report}"
+    );
+    // No other process attached or ran out of memory since: the exit itself released it.
+    assert_eq!(m.mem_info().0, DEVICE_MEMORY as usize);
 }

@@ -87,7 +87,10 @@ impl Driver {
             CUDA_ERROR_UNKNOWN
         })?;
         // A concurrent claim may have won; the loser's slot is dropped and later reclaimed.
-        let _ = self.slot.set(claimed);
+        if self.slot.set(claimed).is_ok() {
+            // SAFETY: registers a plain `extern "C" fn()` that never unwinds.
+            unsafe { libc::atexit(release_at_exit) };
+        }
         self.slot.get().ok_or(CUDA_ERROR_UNKNOWN)
     }
 
@@ -95,4 +98,18 @@ impl Driver {
     pub fn device_count(&self) -> usize {
         self.state.device_count() as usize
     }
+}
+
+/// On a normal exit, gives this process's memory and contexts back at once (a killed process
+/// is cleaned up by the next one that notices). A forked child that inherited the slot
+/// leaves it to its parent.
+extern "C" fn release_at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(Ok(driver)) = DRIVER.get()
+            && let Some(slot) = driver.slot.get()
+            && driver.state.slot_pid(slot.index()) == std::process::id()
+        {
+            driver.state.release_slot(slot);
+        }
+    });
 }

@@ -39,13 +39,17 @@ impl SharedState {
             .busy_total_ns
             .fetch_add(end_ns - start_ns, Ordering::Relaxed);
         add_interval(&record.busy, start_ns, end_ns);
-        add_interval(&usage.busy, start_ns, end_ns);
+        add_interval(
+            &usage.busy,
+            start_ns.max(usage.since_epoch.load(Ordering::Acquire) * BUCKET_NS),
+            end_ns,
+        );
     }
 
     /// Busy nanoseconds of `device` within `[from_ns, to_ns]`.
     pub fn device_busy_ns(&self, device: usize, from_ns: u64, to_ns: u64) -> u64 {
         match self.state.devices.get(device) {
-            Some(record) => busy_between(&record.busy, from_ns, to_ns),
+            Some(record) => busy_between(&record.busy, from_ns, to_ns, 0),
             None => 0,
         }
     }
@@ -71,7 +75,12 @@ impl SharedState {
                     pid,
                     memory: usage.memory.load(Ordering::Acquire),
                     contexts: usage.contexts.load(Ordering::Acquire),
-                    busy_ns: busy_between(&usage.busy, from_ns, to_ns),
+                    busy_ns: busy_between(
+                        &usage.busy,
+                        from_ns,
+                        to_ns,
+                        usage.since_epoch.load(Ordering::Acquire),
+                    ),
                     busy_total_ns: usage.busy_total_ns.load(Ordering::Relaxed),
                 }
             })
@@ -116,13 +125,14 @@ fn bucket_index(epoch: u64) -> usize {
     usize::try_from(epoch % BUCKETS as u64).unwrap_or(0)
 }
 
-/// Busy time inside `[from_ns, to_ns]`; the first bucket counts pro rata to its overlap.
-fn busy_between(buckets: &[Bucket; BUCKETS], from_ns: u64, to_ns: u64) -> u64 {
+/// Busy time inside `[from_ns, to_ns]`, ignoring buckets before `since_epoch`; the first
+/// bucket counts pro rata to its overlap.
+fn busy_between(buckets: &[Bucket; BUCKETS], from_ns: u64, to_ns: u64, since_epoch: u64) -> u64 {
     if to_ns <= from_ns {
         return 0;
     }
     let oldest = (to_ns / BUCKET_NS).saturating_sub(BUCKETS as u64 - 1);
-    let first = (from_ns / BUCKET_NS).max(oldest);
+    let first = (from_ns / BUCKET_NS).max(oldest).max(since_epoch);
     let mut busy = 0u64;
     for epoch in first..=to_ns / BUCKET_NS {
         let bucket = &buckets[bucket_index(epoch)];
@@ -143,6 +153,12 @@ fn busy_between(buckets: &[Bucket; BUCKETS], from_ns: u64, to_ns: u64) -> u64 {
 mod tests {
     use super::super::tests::config;
     use super::*;
+    use crate::clock::monotonic_ns;
+
+    /// A bucket boundary after every slot's `since_epoch`, so recorded time counts.
+    fn future_bucket_start() -> u64 {
+        (monotonic_ns() / BUCKET_NS + 10) * BUCKET_NS
+    }
 
     #[test]
     fn busy_time_is_attributed_per_process_and_windowed() {
@@ -150,7 +166,7 @@ mod tests {
         let state = SharedState::attach(&config(dir.path(), 64 << 20)).unwrap();
         let a = state.claim_slot(10).unwrap();
         let b = state.claim_slot(11).unwrap();
-        let base = 1_000 * BUCKET_NS;
+        let base = future_bucket_start();
         // a: 30 ms spanning bucket boundaries, b: 10 ms.
         state.record_busy(a.index(), 0, base + 5_000_000, base + 35_000_000);
         state.record_busy(b.index(), 0, base + 40_000_000, base + 50_000_000);
@@ -173,7 +189,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = SharedState::attach(&config(dir.path(), 64 << 20)).unwrap();
         let a = state.claim_slot(10).unwrap();
-        let base = 1_000 * BUCKET_NS;
+        let base = future_bucket_start();
         state.record_busy(a.index(), 0, base, base + BUCKET_NS);
         let later = base + (BUCKETS as u64 + 5) * BUCKET_NS;
         assert_eq!(state.device_busy_ns(0, base, later), 0);

@@ -11,13 +11,13 @@ use crate::config::MAX_DEVICES;
 /// `b"HAMIFAKE"` read little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HAMIFAKE");
 /// Bumped on every incompatible change of the records below.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Most processes attached with a context at the same time.
 pub const MAX_PROCESSES: usize = 64;
-/// Length of one busy-time bucket.
-pub const BUCKET_NS: u64 = 10_000_000;
-/// Buckets kept per device and per process: 2.56 s of history.
-pub const BUCKETS: usize = 256;
+/// Length of one busy-time bucket: a window of NVML utilisation is exact to 1 ms.
+pub const BUCKET_NS: u64 = 1_000_000;
+/// Buckets kept per device and per process: 4.096 s of history.
+pub const BUCKETS: usize = 4096;
 /// Tickets of the device lock whose owner is remembered (for dead-waiter recovery).
 pub const TICKET_RING: usize = 256;
 
@@ -70,6 +70,8 @@ pub struct ProcessDevice {
     pub contexts: AtomicU32,
     pub _pad: u32,
     pub busy_total_ns: AtomicU64,
+    /// Buckets older than this epoch belong to a previous owner of the slot.
+    pub since_epoch: AtomicU64,
     pub busy: [Bucket; BUCKETS],
 }
 
@@ -79,6 +81,10 @@ pub struct ProcessRecord {
     pub pid: AtomicU32,
     /// Bumped at every claim, so a ticket taken by a previous owner of the slot is told apart.
     pub generation: AtomicU32,
+    /// 1 once the owner is gone and its memory given back; its busy history stays readable
+    /// (NVML still reports recently exited processes) until the slot is claimed again.
+    pub exited: AtomicU32,
+    pub _pad: u32,
     pub devices: [ProcessDevice; MAX_DEVICES],
 }
 
@@ -97,7 +103,7 @@ const _: () = {
     assert!(size_of::<Bucket>() == 16);
     assert!(size_of::<Header>() == 32);
     assert!(size_of::<DeviceRecord>() == 56 + 8 * TICKET_RING + 8 + 16 * BUCKETS);
-    assert!(size_of::<ProcessDevice>() == 24 + 16 * BUCKETS);
+    assert!(size_of::<ProcessDevice>() == 32 + 16 * BUCKETS);
     assert!(std::mem::offset_of!(StateFile, devices) == 32);
     assert!(std::mem::offset_of!(DeviceRecord, serving) == 44);
     assert!(std::mem::offset_of!(DeviceRecord, ticket_owner) == 56);

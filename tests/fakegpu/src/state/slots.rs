@@ -11,8 +11,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use super::layout::{BUCKETS, MAX_PROCESSES, ProcessRecord};
+use super::layout::{BUCKET_NS, MAX_PROCESSES, ProcessRecord};
 use super::{SharedState, StateError, saturating_sub};
+use crate::clock::monotonic_ns;
 
 /// This process's slot; the lock file stays open (and locked) as long as the slot lives.
 pub struct Slot {
@@ -55,10 +56,20 @@ impl SharedState {
 
     /// Claims a free slot (or one whose owner died) for process `pid`.
     pub fn claim_slot(&self, pid: u32) -> Result<Slot, StateError> {
-        for index in 0..MAX_PROCESSES {
+        // Never-used slots first, so the busy history of exited processes lasts.
+        let (fresh, used): (Vec<usize>, Vec<usize>) = (0..MAX_PROCESSES)
+            .partition(|i| self.state.processes[*i].pid.load(Ordering::Acquire) == 0);
+        for index in fresh.into_iter().chain(used) {
             if let Some(lock) = self.try_lock_slot(index) {
                 self.clear_record(index);
                 let record = &self.state.processes[index];
+                // A new owner starts with no busy history: older buckets become stale.
+                let first_epoch = monotonic_ns() / BUCKET_NS + 1;
+                for usage in &record.devices {
+                    usage.busy_total_ns.store(0, Ordering::Relaxed);
+                    usage.since_epoch.store(first_epoch, Ordering::Release);
+                }
+                record.exited.store(0, Ordering::Release);
                 let generation = record
                     .generation
                     .fetch_add(1, Ordering::AcqRel)
@@ -80,7 +91,8 @@ impl SharedState {
         if own.is_some_and(|slot| slot.index == index) {
             return true;
         }
-        if self.state.processes[index].pid.load(Ordering::Acquire) == 0 {
+        let record = &self.state.processes[index];
+        if record.pid.load(Ordering::Acquire) == 0 || record.exited.load(Ordering::Acquire) != 0 {
             return false;
         }
         match self.try_lock_slot(index) {
@@ -95,9 +107,23 @@ impl SharedState {
     /// Gives back everything held by processes that died; returns how many were found.
     pub fn reclaim_dead(&self, own: Option<&Slot>) -> usize {
         (0..MAX_PROCESSES)
-            .filter(|index| self.state.processes[*index].pid.load(Ordering::Acquire) != 0)
+            .filter(|index| {
+                let record = &self.state.processes[*index];
+                record.pid.load(Ordering::Acquire) != 0
+                    && record.exited.load(Ordering::Acquire) == 0
+            })
             .filter(|index| !self.slot_alive(*index, own))
             .count()
+    }
+
+    /// Gives back everything this process's slot holds (its memory and contexts).
+    pub fn release_slot(&self, slot: &Slot) {
+        self.clear_record(slot.index);
+    }
+
+    /// The pid recorded in slot `index` (0 when free).
+    pub fn slot_pid(&self, index: usize) -> u32 {
+        self.state.processes[index].pid.load(Ordering::Acquire)
     }
 
     /// The current claim generation of slot `index`.
@@ -108,7 +134,8 @@ impl SharedState {
             & 0xff_ffff
     }
 
-    /// Pids of occupied slots with their index (owners may have died since).
+    /// Pids of slots ever claimed with their index: live owners, and gone ones whose busy
+    /// history is still kept.
     pub fn occupied_slots(&self) -> Vec<(usize, u32)> {
         self.state
             .processes
@@ -119,20 +146,16 @@ impl SharedState {
             .collect()
     }
 
-    /// Called with the slot's lock held: returns its memory to the devices and zeroes it.
+    /// Called with the slot's lock held: returns its memory to the devices and marks the
+    /// owner gone (its busy history stays until the slot is claimed again).
     fn clear_record(&self, index: usize) {
         let record: &ProcessRecord = &self.state.processes[index];
         for (device, usage) in self.state.devices.iter().zip(&record.devices) {
             let held = usage.memory.swap(0, Ordering::AcqRel);
             saturating_sub(&device.used_memory, held);
             usage.contexts.store(0, Ordering::Release);
-            usage.busy_total_ns.store(0, Ordering::Relaxed);
-            for bucket in usage.busy.iter().take(BUCKETS) {
-                bucket.epoch.store(0, Ordering::Relaxed);
-                bucket.busy_ns.store(0, Ordering::Relaxed);
-            }
         }
-        record.pid.store(0, Ordering::Release);
+        record.exited.store(1, Ordering::Release);
     }
 }
 
@@ -154,7 +177,7 @@ mod tests {
         drop(slot);
         assert_eq!(other.reclaim_dead(None), 1);
         assert_eq!(other.device(0).unwrap().used_memory, 0);
-        assert!(other.occupied_slots().is_empty());
+        assert!(other.process_usage(0, 0, 0).is_empty());
     }
 
     #[test]

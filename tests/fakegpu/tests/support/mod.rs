@@ -31,7 +31,8 @@ pub fn profile_dir() -> PathBuf {
     deps.parent().expect("profile directory").to_path_buf()
 }
 
-/// The built simulated driver: `$HAMI_FAKEGPU_LIB`, else next to the test's profile.
+/// The built simulated driver: `$HAMI_FAKEGPU_LIB`, else the newest build under the test's
+/// profile (`cargo test` refreshes `deps/` without copying the library up a level).
 pub fn fakegpu_library() -> PathBuf {
     if let Some(path) = std::env::var_os("HAMI_FAKEGPU_LIB") {
         return PathBuf::from(path);
@@ -42,7 +43,9 @@ pub fn fakegpu_library() -> PathBuf {
         profile.join("deps/libhami_fakegpu.so"),
     ]
     .into_iter()
-    .find(|p| p.exists())
+    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+    .max()
+    .map(|(_, p)| p)
     .unwrap_or_else(|| {
         panic!(
             "libhami_fakegpu.so not found under {}: build the crate first",
