@@ -28,9 +28,9 @@ impl Machine {
         }
     }
 
-    /// The UUID of simulated device `index` (the simulated driver's default numbering).
+    /// The UUID of simulated device `index` (given to the simulated driver by this harness).
     pub fn uuid(&self, index: u32) -> String {
-        format!("GPU-fa4e0000-0000-0000-0000-{index:012x}")
+        format!("GPU-e2e0c0de-0000-4000-8000-{index:012x}")
     }
 
     /// A command that sees this machine's devices, without the library.
@@ -41,6 +41,13 @@ impl Machine {
             .env("HAMI_FAKEGPU_DIR", self.dir.path())
             .env("HAMI_FAKEGPU_DEVICES", self.devices.to_string())
             .env("HAMI_FAKEGPU_MEMORY", self.memory.to_string())
+            .env(
+                "HAMI_FAKEGPU_UUIDS",
+                (0..self.devices)
+                    .map(|i| self.uuid(i))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .env_remove("LD_PRELOAD")
             .env_remove("HAMI_LEDGER_LIMITS")
             .env_remove("HAMI_LEDGER_USAGE")
