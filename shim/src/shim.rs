@@ -28,7 +28,7 @@ pub const RUNTIME_ID: &str = "io.containerd.hami.v2";
 const BACKEND_ADDRESS_ENV: &str = "HAMI_BACKEND_ADDRESS";
 /// File, in each container's bundle, naming the backend's address (for `delete` after a crash).
 const BACKEND_ADDRESS_FILE: &str = "hami-backend-address";
-/// Seconds `delete` waits for a killed container to exit before asking the backend to delete it.
+/// How long (ns) each cleanup call of `delete` may take (kill, wait for the exit, delete).
 const CLEANUP_WAIT_NS: i64 = 10_000_000_000;
 
 /// The shim, as containerd runs it.
@@ -99,13 +99,18 @@ impl containerd_shim::Shim for HamiShim {
             PathBuf::from(&self.flags.bundle)
         };
         let config = ShimConfig::load().unwrap_or_default();
-        let response = delete_through_backend(&bundle, &self.flags.id).or_else(|e| {
-            log::warn!(
-                "container {}: backend unreachable ({e}), running its delete",
-                self.flags.id
-            );
-            delete_with_backend_binary(&config.backend_shim, &self.flags, &bundle)
-        });
+        let id = &self.flags.id;
+        let response = delete_through_backend(&bundle, id)
+            .or_else(|e| {
+                log::warn!("container {id}: backend cannot delete it ({e}), running its delete");
+                delete_with_backend_binary(&config.backend_shim, &self.flags, &bundle)
+            })
+            .or_else(|e| {
+                // Nothing of the container is left to delete (its creation failed before runc
+                // ran): report it killed, as the runc shim does for a container it cannot find.
+                log::warn!("container {id}: {e}");
+                Ok::<_, ShimError>(killed_response())
+            });
         if let Err(e) = ledger_entry::remove_entry(&config.ledger_dir, &self.flags.id) {
             log::warn!("container {}: {e}", self.flags.id);
         }
@@ -228,13 +233,41 @@ fn delete_through_backend(bundle: &Path, id: &str) -> Result<DeleteResponse, Str
     };
     let response = client
         .delete(ttrpc::context::with_timeout(CLEANUP_WAIT_NS), &delete)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string());
     // The runc shim ignores Shutdown while it still has containers, so this only ends an idle one.
-    let _ = client.shutdown(
-        ttrpc::context::with_timeout(CLEANUP_WAIT_NS),
-        &ShutdownRequest::default(),
-    );
-    Ok(response)
+    let shutdown = ShutdownRequest::default();
+    if client
+        .shutdown(ttrpc::context::with_timeout(CLEANUP_WAIT_NS), &shutdown)
+        .is_ok()
+    {
+        drop(client);
+        // An idle backend exits now and leaves its socket behind (it removes the one named in
+        // the bundle's `address` file, which is the proxy's).
+        let gone = (0..20).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            backend::connect(address.trim()).is_err()
+        });
+        if gone {
+            remove_socket(address.trim());
+        }
+    }
+    response
+}
+
+/// The answer for a container that was killed (exit status 128 + SIGKILL) just now.
+fn killed_response() -> DeleteResponse {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut exited_at =
+        containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp::new();
+    exited_at.seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    exited_at.nanos = i32::try_from(now.subsec_nanos()).unwrap_or(0);
+    DeleteResponse {
+        exit_status: 128 + 9,
+        exited_at: Some(exited_at).into(),
+        ..Default::default()
+    }
 }
 
 /// Runs the backend binary's own `delete` (the backend daemon is gone too).
