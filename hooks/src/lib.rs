@@ -11,3 +11,38 @@ pub mod nvml;
 mod proc_address;
 
 pub use proc_address::{ProcStatus, resolve};
+
+/// Forwards an entry-point list to `$cb!` after checking that every signature is
+/// `extern "C" fn(..) -> Ret`; any other ABI (or a missing one) is a compile error. The vendor
+/// tables call it; it is public only so that their expansion can reach it.
+///
+/// ```
+/// macro_rules! count { ($($symbol:ident { $($meta:tt)* } extern "C" fn($($a:tt)*) -> $r:ty;)*) => {
+///     const N: usize = [$(stringify!($symbol)),*].len();
+/// } }
+/// hami_hooks::__extern_c_entry_points! { count;
+///     cuInit { base: cuInit, since: 2000, per_thread: false, kind: Init } extern "C" fn(flags: u32) -> i32;
+/// }
+/// assert_eq!(N, 1);
+/// ```
+///
+/// ```compile_fail
+/// macro_rules! count { ($($t:tt)*) => {} }
+/// hami_hooks::__extern_c_entry_points! { count;
+///     cuInit { base: cuInit, since: 2000, per_thread: false, kind: Init } fn(flags: u32) -> i32;
+/// }
+/// ```
+///
+/// ```compile_fail
+/// macro_rules! count { ($($t:tt)*) => {} }
+/// hami_hooks::__extern_c_entry_points! { count;
+///     cuInit { base: cuInit, since: 2000, per_thread: false, kind: Init } extern "system" fn(flags: u32) -> i32;
+/// }
+/// ```
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __extern_c_entry_points {
+    ($cb:path; $($symbol:ident { $($meta:tt)* } extern "C" fn($($args:tt)*) -> $ret:ty;)*) => {
+        $cb! { $($symbol { $($meta)* } extern "C" fn($($args)*) -> $ret;)* }
+    };
+}

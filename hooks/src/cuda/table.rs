@@ -10,12 +10,12 @@
 /// Each entry reads
 /// `symbol { base: name, since: N, per_thread: bool, kind: Kind } extern "C" fn(args) -> CUresult;`.
 /// The types are the short names of [`crate::cuda`]: invoke this where `hami_hooks::cuda::*`
-/// is in scope. Consumers match `extern "C" fn` literally, so an entry with any other ABI
-/// cannot be expanded by them.
+/// is in scope. Every entry goes through [`__extern_c_entry_points!`](crate::__extern_c_entry_points)
+/// first, so a signature that is not `extern "C"` does not compile.
 #[macro_export]
 macro_rules! cuda_entry_points {
     ($cb:path) => {
-        $cb! {
+        $crate::__extern_c_entry_points! { $cb;
             // Init, version, lookup, errors.
             cuInit { base: cuInit, since: 2000, per_thread: false, kind: Init }
                 extern "C" fn(flags: c_uint) -> CUresult;

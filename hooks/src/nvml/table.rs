@@ -7,7 +7,7 @@
 #[macro_export]
 macro_rules! nvml_entry_points {
     ($cb:path) => {
-        $cb! {
+        $crate::__extern_c_entry_points! { $cb;
             nvmlInit { base: nvmlInit, kind: Init }
                 extern "C" fn() -> nvmlReturn_t;
             nvmlInit_v2 { base: nvmlInit, kind: Init }
