@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hami_hooks::cuda::{
     CU_MEM_ALLOC_GRANULARITY_MINIMUM, CU_MEM_ALLOCATION_TYPE_PINNED, CU_MEM_LOCATION_TYPE_DEVICE,
-    CUDA_SUCCESS, CUdevice, CUmemAllocationProp, CUresult, CUuuid, c_int, pfn,
+    CUDA_ERROR_NOT_INITIALIZED, CUDA_SUCCESS, CUdevice, CUmemAllocationProp, CUresult, CUuuid,
+    c_int, pfn,
 };
 
 use super::{HELPERS, Helper};
@@ -77,14 +78,18 @@ pub fn of_ordinal<A: Accounts>(engine: &Engine<A>, ordinal: CUdevice) -> DeviceR
         .ok()
         .filter(|o| *o < CACHED_ORDINALS)
     else {
-        return resolve(engine, ordinal);
+        return resolve(engine, ordinal).0;
     };
     match INDEX[slot].load(Ordering::Acquire) {
         UNKNOWN => {
-            let device = resolve(engine, ordinal);
-            GRANULARITY[slot].store(device.granularity, Ordering::Relaxed);
-            let encoded = device.index.map_or(OUTSIDE, |i| i as u32 + 1);
-            INDEX[slot].store(encoded, Ordering::Release);
+            let (device, settled) = resolve(engine, ordinal);
+            // A driver that could not answer yet (called before cuInit) is asked again next
+            // time: caching that answer would refuse the device for the process's life.
+            if settled {
+                GRANULARITY[slot].store(device.granularity, Ordering::Relaxed);
+                let encoded = device.index.map_or(OUTSIDE, |i| i as u32 + 1);
+                INDEX[slot].store(encoded, Ordering::Release);
+            }
             device
         }
         encoded => DeviceRef {
@@ -94,26 +99,35 @@ pub fn of_ordinal<A: Accounts>(engine: &Engine<A>, ordinal: CUdevice) -> DeviceR
     }
 }
 
+/// The device and whether the driver answered every question (only then is it cached).
 #[cold]
-fn resolve<A: Accounts>(engine: &Engine<A>, ordinal: CUdevice) -> DeviceRef {
+fn resolve<A: Accounts>(engine: &Engine<A>, ordinal: CUdevice) -> (DeviceRef, bool) {
     let by_uuid = engine.devices().iter().any(|d| d.uuid.is_some());
-    let index = if by_uuid {
-        uuid_of(ordinal).and_then(|bytes| engine.index_of_uuid(&format_uuid(&bytes)))
+    let (index, identified) = if by_uuid {
+        match uuid_of(ordinal) {
+            Some(bytes) => (engine.index_of_uuid(&format_uuid(&bytes)), true),
+            None => (None, false),
+        }
     } else {
-        usize::try_from(ordinal)
+        let index = usize::try_from(ordinal)
             .ok()
-            .filter(|o| *o < engine.devices().len())
+            .filter(|o| *o < engine.devices().len());
+        (index, true)
     };
-    if index.is_none() {
+    if index.is_none() && identified {
         crate::hami_log!(
             crate::log::Level::Warn,
             "CUDA device {ordinal} is not a device of this container"
         );
     }
-    DeviceRef {
-        index,
-        granularity: granularity_of(ordinal),
-    }
+    let granularity = granularity_of(ordinal);
+    (
+        DeviceRef {
+            index,
+            granularity: granularity.unwrap_or(DEFAULT_GRANULARITY),
+        },
+        identified && granularity.is_some(),
+    )
 }
 
 /// The 16-byte UUID of a CUDA device (cached).
@@ -224,12 +238,15 @@ pub fn ordinal_of_uuid(uuid: &[u8; 16]) -> Option<CUdevice> {
     (0..count).find(|ordinal| uuid_of(*ordinal).as_ref() == Some(uuid))
 }
 
-fn granularity_of(ordinal: CUdevice) -> u64 {
+/// The device's allocation granularity; `None` only while the driver is not initialized (the
+/// answer will come later). Any other failure means the device cannot say: 2 MiB is assumed.
+fn granularity_of(ordinal: CUdevice) -> Option<u64> {
     let get = crate::real_or!(
         HELPERS,
         Helper::cuMemGetAllocationGranularity,
         pfn::cuMemGetAllocationGranularity,
-        DEFAULT_GRANULARITY
+        // A driver without VMM (before CUDA 10.2) cannot say: every current GPU uses 2 MiB.
+        Some(DEFAULT_GRANULARITY)
     );
     // SAFETY: an all-zero CUmemAllocationProp is a valid value (plain integers and a null pointer).
     let mut prop: CUmemAllocationProp = unsafe { std::mem::zeroed() };
@@ -239,10 +256,10 @@ fn granularity_of(ordinal: CUdevice) -> u64 {
     let mut granularity = 0usize;
     // SAFETY: both pointers are valid locals.
     let code = unsafe { get(&mut granularity, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) };
-    if code == CUDA_SUCCESS && granularity > 0 {
-        granularity as u64
-    } else {
-        DEFAULT_GRANULARITY
+    match code {
+        CUDA_SUCCESS if granularity > 0 => Some(granularity as u64),
+        CUDA_ERROR_NOT_INITIALIZED => None,
+        _ => Some(DEFAULT_GRANULARITY),
     }
 }
 

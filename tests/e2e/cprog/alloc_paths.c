@@ -81,6 +81,9 @@ int main(int argc, char **argv) {
 
     int ordinal = getenv("ALLOC_DEVICE") ? atoi(getenv("ALLOC_DEVICE")) : 0;
     CUdevice dev; CUcontext ctx;
+    /* Some programs touch the device before cuInit; the driver refuses, and the answer must not
+     * stick. */
+    if (getenv("RETAIN_BEFORE_INIT")) { CUcontext early; retain(&early, ordinal); }
     if (init(0) || device_get(&dev, ordinal) || retain(&ctx, dev) || set_current(ctx)) return 6;
 
     const char *mode = argv[1];

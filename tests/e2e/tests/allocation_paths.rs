@@ -103,3 +103,19 @@ fn small_allocations_are_charged_whole_granules() {
     assert_eq!(field(&report, "allocations"), 8, "{report}");
     assert_eq!(code(&report, "code"), 2);
 }
+
+#[test]
+fn a_call_before_cu_init_does_not_change_the_cap() {
+    let machine = Machine::new(1, 4096 * MIB);
+    let container = Container::new("early", &[(machine.uuid(0), Some(CAP))]);
+    let report = run_json(
+        container
+            .command(&machine, c_program("alloc_paths"))
+            .env("RETAIN_BEFORE_INIT", "1")
+            .env("HAMI_CONTEXT_OVERHEAD", "2Mi")
+            .args(["fill", "alloc", &STEP.to_string()]),
+    );
+    // 2 MiB of context overhead: three 64 MiB steps fit, the fourth does not.
+    assert_eq!(field(&report, "allocations"), 3, "{report}");
+    assert_eq!(code(&report, "code"), 2);
+}
