@@ -102,6 +102,39 @@ impl TargetWorkload {
         }
     }
 
+    /// M with each class weighted up by how scarce its accepted devices are: p_m times
+    /// (all devices / devices of accepted models), so a device taken from a model few
+    /// classes can avoid counts for what it costs the classes that need that model.
+    /// `devices_per_model[id]` counts the cluster's devices of each model.
+    pub fn scarcity_weighted(&self, devices_per_model: &[u64]) -> TargetWorkload {
+        let all: u64 = devices_per_model.iter().sum();
+        let classes = self
+            .classes
+            .iter()
+            .map(|c| {
+                let accepted: u64 = devices_per_model
+                    .iter()
+                    .enumerate()
+                    .filter(|(id, _)| u8::try_from(*id).is_ok_and(|id| c.models.contains(id)))
+                    .map(|(_, n)| n)
+                    .sum();
+                let weight = if c.device_count == 0 || accepted == 0 {
+                    1.0
+                } else {
+                    all as f64 / accepted as f64
+                };
+                WorkloadClass {
+                    probability: c.probability * weight,
+                    ..c.clone()
+                }
+            })
+            .collect();
+        TargetWorkload {
+            classes,
+            capacity_aware: self.capacity_aware,
+        }
+    }
+
     /// M with every class's memory set to 0: the paper's measure, blind to memory.
     pub fn ignoring_memory(&self) -> TargetWorkload {
         let classes = self
@@ -247,6 +280,26 @@ mod tests {
         // Tasks 0..6 are class a: median memory of [0, 1, 2, 3, 4, 5] is the upper middle.
         assert_eq!(m.classes[0].memory_mib, 3);
         assert_eq!(m.ignoring_memory().classes[0].memory_mib, 0);
+    }
+
+    #[test]
+    fn scarce_models_weigh_more() {
+        let class = |models| WorkloadClass {
+            cpu_milli: 0,
+            milli: 1000,
+            device_count: 1,
+            models,
+            memory_mib: 0,
+            probability: 0.5,
+        };
+        let m = TargetWorkload {
+            capacity_aware: false,
+            classes: vec![class(ModelSet::ANY), class(ModelSet::only(1))],
+        };
+        // Model 1 holds 2 of 8 devices: its class weighs 8 / 2 = 4 times more.
+        let w = m.scarcity_weighted(&[6, 2]);
+        assert_eq!(w.classes[0].probability, 0.5);
+        assert_eq!(w.classes[1].probability, 2.0);
     }
 
     #[test]

@@ -95,16 +95,27 @@ pub fn submission_order(trace: &Trace, capacity_milli: u64, seed: u64) -> Vec<&R
     order
 }
 
+/// The workload a policy scores against: ours measures capacity, memory and device
+/// scarcity; the paper's policies (and the fragmentation metric) use the paper's measure.
+pub fn policy_workload(
+    trace: &Trace,
+    workload: &TargetWorkload,
+    policy: NodePolicy,
+) -> TargetWorkload {
+    match policy {
+        NodePolicy::Ours => workload
+            .capacity_aware()
+            .scarcity_weighted(&trace.devices_per_model()),
+        _ => workload.ignoring_memory(),
+    }
+}
+
 /// Runs one policy with one seed over the trace.
 pub fn run(trace: &Trace, workload: &TargetWorkload, policy: NodePolicy, seed: u64) -> RunResult {
     let mut cluster = Cluster::new(trace.nodes.clone(), trace.models.clone());
     let capacity = cluster.capacity_milli();
     let order = submission_order(trace, capacity, seed);
-    // Ours measures capacity and memory; the paper's policies and the metric do not.
-    let policy_workload = match policy {
-        NodePolicy::Ours => workload.capacity_aware(),
-        _ => workload.ignoring_memory(),
-    };
+    let policy_workload = policy_workload(trace, workload, policy);
     let workload = &workload.ignoring_memory();
     // The node priority uses a stream apart from the shuffle's, as the artifact's does.
     let mut scheduler = Scheduler::new(
