@@ -7,7 +7,7 @@
 
 #![allow(non_snake_case)]
 
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hami_hooks::nvml::{
     NVML_ERROR_FUNCTION_NOT_FOUND, NVML_SUCCESS, c_char, c_uint, nvmlDevice_t, nvmlMemory_t,
@@ -34,40 +34,54 @@ static HELPER_ROWS: [Hook; 1] = [Hook::new(
 static HELPERS: Registry = Registry::new(DriverLibrary::new(c"libnvidia-ml.so.1"), &HELPER_ROWS);
 
 const CACHED_HANDLES: usize = 64;
-const OUTSIDE: u32 = u32::MAX;
-static HANDLES: [AtomicPtr<hami_hooks::nvml::nvmlDevice_st>; CACHED_HANDLES] =
-    [const { AtomicPtr::new(std::ptr::null_mut()) }; CACHED_HANDLES];
-static INDEXES: [AtomicU32; CACHED_HANDLES] = [const { AtomicU32::new(0) }; CACHED_HANDLES];
+const HANDLE_BITS: u32 = 48;
+const HANDLE_MASK: u64 = (1 << HANDLE_BITS) - 1;
+/// Upper 16 bits: 0 for "outside the container", else index + 1; lower 48 bits: the handle
+/// (user-space addresses fit). One word per entry, so a reader never sees a handle with another
+/// handle's answer.
+static CACHE: [AtomicU64; CACHED_HANDLES] = [const { AtomicU64::new(0) }; CACHED_HANDLES];
 
-/// The container device index of an NVML handle (cached per handle).
+/// The container device index of an NVML handle (cached per handle once settled).
 fn container_index(device: nvmlDevice_t) -> Option<usize> {
-    let decode = |encoded: u32| (encoded != OUTSIDE).then_some(encoded as usize);
-    for (slot, handle) in HANDLES.iter().enumerate() {
-        let cached = handle.load(Ordering::Acquire);
-        if cached == device {
-            return decode(INDEXES[slot].load(Ordering::Acquire));
+    let key = device as usize as u64;
+    if key == 0 || key > HANDLE_MASK {
+        return resolve(device).0;
+    }
+    let decode = |word: u64| match word >> HANDLE_BITS {
+        0 => None,
+        encoded => Some(encoded as usize - 1),
+    };
+    for entry in &CACHE {
+        let word = entry.load(Ordering::Acquire);
+        if word & HANDLE_MASK == key {
+            return decode(word);
         }
-        if cached.is_null() {
-            let index = resolve(device);
-            INDEXES[slot].store(index.map_or(OUTSIDE, |i| i as u32), Ordering::Release);
-            // A racing thread may take this slot; then the result is simply not cached.
-            let _ = handle.compare_exchange(
-                std::ptr::null_mut(),
-                device,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+        if word == 0 {
+            let (index, settled) = resolve(device);
+            if settled {
+                let encoded = index.map_or(0, |i| i as u64 + 1);
+                // Losing the race only means this answer is not cached.
+                let _ = entry.compare_exchange(
+                    0,
+                    (encoded << HANDLE_BITS) | key,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
             return index;
         }
     }
-    resolve(device)
+    resolve(device).0
 }
 
-fn resolve(device: nvmlDevice_t) -> Option<usize> {
-    let engine = engine()?;
+/// The container index of an NVML device, and whether the answer is final (cacheable).
+fn resolve(device: nvmlDevice_t) -> (Option<usize>, bool) {
+    let Some(engine) = engine() else {
+        return (None, false);
+    };
     let get_uuid = HELPERS.real(0);
     if get_uuid.is_null() {
-        return None;
+        return (None, false);
     }
     // SAFETY: the driver's nvmlDeviceGetUUID, typed as the table says.
     let get_uuid =
@@ -75,19 +89,28 @@ fn resolve(device: nvmlDevice_t) -> Option<usize> {
     let mut buffer = [0 as c_char; 96];
     // SAFETY: the buffer is valid for its length.
     if unsafe { get_uuid(device, buffer.as_mut_ptr(), buffer.len() as c_uint) } != NVML_SUCCESS {
-        return None;
+        return (None, false);
     }
     let bytes: Vec<u8> = buffer
         .iter()
         .take_while(|c| **c != 0)
         .map(|c| *c as u8)
         .collect();
-    let uuid = String::from_utf8(bytes).ok()?;
+    let Ok(uuid) = String::from_utf8(bytes) else {
+        return (None, true);
+    };
     if engine.devices().iter().any(|d| d.uuid.is_some()) {
-        return engine.index_of_uuid(&uuid);
+        return (engine.index_of_uuid(&uuid), true);
     }
-    let ordinal = devices::ordinal_of_uuid(&devices::parse_uuid(&uuid)?)?;
-    devices::of_ordinal(engine, ordinal).index
+    // Environment mode: caps are per CUDA ordinal, so find the CUDA device with this UUID
+    // (possible only once the process has initialized CUDA; until then, ask again next time).
+    let Some(bytes) = devices::parse_uuid(&uuid) else {
+        return (None, true);
+    };
+    match devices::ordinal_of_uuid(&bytes) {
+        Some(ordinal) => (devices::of_ordinal(engine, ordinal).index, true),
+        None => (None, false),
+    }
 }
 
 fn view(device: nvmlDevice_t, real_total: u64, real_free: u64) -> Option<MemoryView> {
