@@ -147,3 +147,28 @@ fn the_context_overhead_is_charged_once_per_process() {
         "the context stays charged: {report}"
     );
 }
+
+#[test]
+fn environment_caps_show_in_cuda_and_nvml_queries() {
+    let machine = Machine::new(2, 4096 * MIB);
+    let dir = tempfile::tempdir().unwrap();
+    for (device, cap) in [("0", 512 * MIB), ("1", 128 * MIB)] {
+        let report = hami_e2e::program::run_json(
+            machine
+                .command(c_program("alloc_paths"))
+                .env("LD_PRELOAD", hami_e2e::artifacts::libhami())
+                .env("CUDA_DEVICE_MEMORY_LIMIT", "512Mi")
+                .env("CUDA_DEVICE_MEMORY_LIMIT_1", "128Mi")
+                .env("HAMI_LEDGER_USAGE", dir.path().join("usage.ledger"))
+                .env("ALLOC_DEVICE", device)
+                .env("NVML_INDEX", device)
+                .arg("info"),
+        );
+        assert_eq!(field(&report, "total"), cap, "device {device}: {report}");
+        assert_eq!(
+            field(&report, "nvml_total"),
+            cap,
+            "device {device}: {report}"
+        );
+    }
+}
