@@ -87,6 +87,20 @@ impl SharedState {
         let state = map(&file, &path)?;
         let header = &state.header;
         if header.magic.load(Ordering::Acquire) == 0 {
+            // Processes of other users (other containers) must be able to lock slot files
+            // in a directory they may not be allowed to create files in.
+            for index in 0..layout::MAX_PROCESSES {
+                let slot_file = slots::slot_path(&dir, index);
+                if let Ok(file) = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o666)
+                    .open(&slot_file)
+                {
+                    let _ = file.set_permissions(std::fs::Permissions::from_mode(0o666));
+                }
+            }
             initialise(state, config);
         } else if header.magic.load(Ordering::Acquire) != MAGIC
             || header.version.load(Ordering::Relaxed) != LAYOUT_VERSION

@@ -15,6 +15,11 @@ use super::layout::{BUCKET_NS, MAX_PROCESSES, ProcessRecord};
 use super::{SharedState, StateError, saturating_sub};
 use crate::clock::monotonic_ns;
 
+/// The lock file of slot `index` in the state directory `dir`.
+pub(super) fn slot_path(dir: &std::path::Path, index: usize) -> PathBuf {
+    dir.join(format!("slot-{index:02}.lock"))
+}
+
 /// This process's slot; the lock file stays open (and locked) as long as the slot lives.
 pub struct Slot {
     index: usize,
@@ -36,7 +41,7 @@ impl Slot {
 
 impl SharedState {
     fn slot_path(&self, index: usize) -> PathBuf {
-        self.dir.join(format!("slot-{index:02}.lock"))
+        slot_path(&self.dir, index)
     }
 
     fn try_lock_slot(&self, index: usize) -> Option<File> {
