@@ -66,6 +66,22 @@ pub struct TableFull {
     pub capacity: usize,
 }
 
+/// `size` empty slots from zeroed memory: the allocator hands large zeroed blocks out as fresh
+/// pages, so a million-slot table costs address space, not 16 MiB of resident memory or the
+/// time to write it, until slots are used.
+fn zeroed_slots(size: usize) -> Box<[Slot]> {
+    let layout = std::alloc::Layout::array::<Slot>(size).expect("table size fits in memory");
+    // SAFETY: the layout has a non-zero size (size >= 16 and Slot is 16 bytes).
+    let memory = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Slot>();
+    if memory.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `memory` is a live, zeroed allocation of exactly `size` Slots with the global
+    // allocator's layout for `[Slot]`, and an all-zero Slot is valid (two AtomicU64 of 0, EMPTY),
+    // so it may be owned as a boxed slice.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(memory, size)) }
+}
+
 /// A fixed-capacity lock-free map of live allocations.
 pub struct AllocationTable {
     slots: Box<[Slot]>,
@@ -76,15 +92,8 @@ impl AllocationTable {
     /// A table holding up to `capacity` (rounded up to a power of two) live allocations.
     pub fn with_capacity(capacity: usize) -> AllocationTable {
         let size = capacity.max(16).next_power_of_two();
-        let slots = (0..size)
-            .map(|_| Slot {
-                key: AtomicU64::new(EMPTY),
-                charge: AtomicU64::new(0),
-            })
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
         AllocationTable {
-            slots,
+            slots: zeroed_slots(size),
             mask: size - 1,
         }
     }
