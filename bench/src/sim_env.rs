@@ -1,4 +1,5 @@
-//! The simulated device's environment for benchmark children, taken from `hami sim env`.
+//! The simulated device's environment for benchmark children: exactly what
+//! `eval "$(hami sim env ...)"` gives a shell, so the children see what a user's program sees.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,58 +9,41 @@ use thiserror::Error;
 /// Why the simulated device's environment could not be prepared.
 #[derive(Debug, Error)]
 pub enum SimEnvError {
-    #[error("running `{command}`: {source}")]
-    Spawn {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{command}` failed: {stderr}")]
-    Failed { command: String, stderr: String },
+    #[error("running `hami sim env` through /bin/sh: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("`hami sim env` failed: {0}")]
+    Failed(String),
 }
 
-/// Runs `<hami> sim env --state-dir <dir> <extra..>` and returns its `export` lines as pairs.
+/// The whole environment after `eval "$(<hami> sim env --state-dir <dir> <extra..>)"`.
 pub fn simulated_device_env(
     hami: &Path,
     state_dir: &Path,
     extra: &[&str],
 ) -> Result<Vec<(String, String)>, SimEnvError> {
-    let command = format!(
-        "{} sim env --state-dir {}",
-        hami.display(),
-        state_dir.display()
-    );
-    let output = Command::new(hami)
-        .args(["sim", "env", "--state-dir"])
+    let output = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(r#"lines=$("$0" sim env --state-dir "$@") || exit 1; eval "$lines" && env -0"#)
+        .arg(hami)
         .arg(state_dir)
         .args(extra)
         .output()
-        .map_err(|source| SimEnvError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+        .map_err(SimEnvError::Spawn)?;
     if !output.status.success() {
-        return Err(SimEnvError::Failed {
-            command,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
+        return Err(SimEnvError::Failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
     }
-    Ok(parse_exports(&String::from_utf8_lossy(&output.stdout)))
+    Ok(parse_env0(&output.stdout))
 }
 
-/// `export NAME=VALUE` lines (VALUE bare, 'single' or "double" quoted) as pairs.
-pub fn parse_exports(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("export "))
-        .filter_map(|assignment| assignment.split_once('='))
-        .map(|(name, value)| {
-            let value = value.trim();
-            let unquoted = ['\'', '"']
-                .iter()
-                .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
-                .unwrap_or(value);
-            (name.trim().to_owned(), unquoted.to_owned())
-        })
+/// `env -0` output as pairs.
+fn parse_env0(bytes: &[u8]) -> Vec<(String, String)> {
+    bytes
+        .split(|b| *b == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .filter_map(|entry| entry.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect()
 }
 
@@ -68,15 +52,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn export_lines_are_parsed_with_or_without_quotes() {
-        let text = "export A=1\nexport B='x y'\n# comment\nexport C=\"/p:/q\"\n";
+    fn env0_entries_split_at_the_first_equals_sign() {
         assert_eq!(
-            parse_exports(text),
-            vec![
-                ("A".into(), "1".into()),
-                ("B".into(), "x y".into()),
-                ("C".into(), "/p:/q".into())
-            ]
+            parse_env0(b"A=1\0B=x=y\0\0"),
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
         );
     }
 }
