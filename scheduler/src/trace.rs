@@ -271,7 +271,7 @@ mod tests {
             "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n\
              p0,1000,10,1,460,\np1,2000,20,2,1000,V100M16|V100M32|V100M32\np2,500,5,0,0,\np3,1000,10,1,460,\n",
         );
-        let trace = Trace::load(&nodes.path(), &tasks.path()).unwrap();
+        let trace = Trace::load(nodes.path(), tasks.path()).unwrap();
         assert_eq!(trace.nodes.len(), 2);
         assert_eq!(trace.nodes[0].devices.len(), 2);
         assert_eq!(trace.nodes[1].model, None);
@@ -296,12 +296,12 @@ mod tests {
     #[test]
     fn bad_input_names_the_file_line_and_column() {
         let nodes = file("sn,cpu_milli,memory_mib,gpu,model\nn0,lots,1,1,T4\n");
-        let err = read_nodes(&nodes.path(), &mut ModelTable::default())
+        let err = read_nodes(nodes.path(), &mut ModelTable::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains(":2: column `cpu_milli` has `lots`"), "{err}");
         let tasks = file("name,cpu_milli,memory_mib,num_gpu\np,1,1,1\n");
-        let err = read_tasks(&tasks.path(), &mut ModelTable::default())
+        let err = read_tasks(tasks.path(), &mut ModelTable::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing column `gpu_milli`"), "{err}");

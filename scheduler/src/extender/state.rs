@@ -56,6 +56,7 @@ pub struct ExtenderState {
     /// Placed pods (bound, or assumed at bind), by pod UID.
     placed: HashMap<String, Placement>,
     schedulers: HashMap<(NodePolicy, Option<DeviceOrder>), Scheduler>,
+    assume_grace: Duration,
 }
 
 impl ExtenderState {
@@ -72,7 +73,14 @@ impl ExtenderState {
             demands: HashMap::new(),
             placed: HashMap::new(),
             schedulers: HashMap::new(),
+            assume_grace: ASSUME_GRACE,
         }
+    }
+
+    /// Changes how long assumed pods survive resyncs that do not list them.
+    pub fn with_assume_grace(mut self, grace: Duration) -> Self {
+        self.assume_grace = grace;
+        self
     }
 
     /// Whether the node's inventory is known.
@@ -235,7 +243,8 @@ impl ExtenderState {
 
     /// Rebuilds placements from the pods the API server lists as bound: adds bound pods
     /// the state does not know (placed by an earlier run, or by hand), drops pods that
-    /// finished or disappeared, and keeps pods assumed within [`ASSUME_GRACE`].
+    /// finished or disappeared, and keeps pods assumed within the grace period
+    /// ([`ASSUME_GRACE`] unless changed).
     pub fn resync(&mut self, pods: &[Pod]) {
         let mut listed = std::collections::HashSet::new();
         for pod in pods {
@@ -262,16 +271,16 @@ impl ExtenderState {
             else {
                 continue;
             };
-            if let Some(placement) = self.placement_from_annotations(pod, &demand, index) {
-                if self.apply(index, &placement).is_ok() {
-                    self.placed.insert(uid, placement);
-                }
+            if let Some(placement) = self.placement_from_annotations(pod, &demand, index)
+                && self.apply(index, &placement).is_ok()
+            {
+                self.placed.insert(uid, placement);
             }
         }
         let gone: Vec<String> = self
             .placed
             .iter()
-            .filter(|(uid, p)| !listed.contains(*uid) && p.since.elapsed() > ASSUME_GRACE)
+            .filter(|(uid, p)| !listed.contains(*uid) && p.since.elapsed() >= self.assume_grace)
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in gone {
@@ -324,15 +333,13 @@ impl ExtenderState {
         index: usize,
         placement: &Placement,
     ) -> Result<(), crate::cluster::PlacementError> {
-        let mut applied = 0;
-        for c in &placement.containers {
+        for (applied, c) in placement.containers.iter().enumerate() {
             if let Err(e) = self.cluster.apply(index, &c.request, &c.devices) {
                 for undo in &placement.containers[..applied] {
                     let _ = self.cluster.release(index, &undo.request, &undo.devices);
                 }
                 return Err(e);
             }
-            applied += 1;
         }
         if let Some(r) = &placement.host_request
             && let Err(e) = self.cluster.apply(index, r, &[])
@@ -429,4 +436,62 @@ pub fn bind_annotations(
     out.insert("hami.io/bind-phase".into(), "allocating".into());
     out.insert("hami.io/bind-time".into(), unix_time.to_string());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "gpu-a", "annotations": {inventory::REGISTER_ANNOTATION:
+                r#"[{"id":"GPU-0","index":0,"devmem":16384,"type":"T4"},{"id":"GPU-1","index":1,"devmem":16384,"type":"T4"}]"#}},
+            "status": {"allocatable": {"cpu": "32", "memory": "128Gi"}}
+        }))
+        .unwrap()
+    }
+
+    fn bound_pod(uid: &str, device: &str, phase: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": uid, "uid": uid, "annotations": {"hami.io/assigned-devices.main": device}},
+            "spec": {"nodeName": "gpu-a", "containers": [{"name": "main", "resources": {"limits": {
+                "nvidia.com/gpu": "1", "nvidia.com/gpucores": "40"}}}]},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn resync_counts_bound_pods_and_frees_finished_or_vanished_ones() {
+        let mut state = ExtenderState::new(NodePolicy::Binpack, TargetWorkload::default())
+            .with_assume_grace(Duration::ZERO);
+        state.upsert_node(&node()).unwrap();
+        state.resync(&[
+            bound_pod("a", "GPU-1", "Running"),
+            bound_pod("b", "GPU-1", "Succeeded"),
+        ]);
+        assert_eq!(
+            state.node("gpu-a").unwrap().device_free_milli,
+            vec![1000, 600]
+        );
+        // The pod finished: its share comes back.
+        state.resync(&[bound_pod("a", "GPU-1", "Succeeded")]);
+        assert_eq!(
+            state.node("gpu-a").unwrap().device_free_milli,
+            vec![1000, 1000]
+        );
+    }
+
+    #[test]
+    fn pods_assumed_at_bind_survive_resyncs_within_the_grace_period() {
+        let mut state = ExtenderState::new(NodePolicy::Binpack, TargetWorkload::default());
+        state.upsert_node(&node()).unwrap();
+        let demand = PodDemand::from_pod(&bound_pod("x", "", "Pending")).unwrap();
+        let placement = state.reserve("x", &demand, "gpu-a").unwrap();
+        assert_eq!(placement.containers[0].uuids.len(), 1);
+        state.resync(&[]);
+        assert_eq!(state.node("gpu-a").unwrap().free_milli_total(), 1600);
+        state.forget("x");
+        assert_eq!(state.node("gpu-a").unwrap().free_milli_total(), 2000);
+    }
 }
