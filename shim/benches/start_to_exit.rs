@@ -83,6 +83,35 @@ fn main() {
             ratio
         );
     }
+    let mut prepare = prepare_times(&lab.log());
+    if !prepare.is_empty() {
+        println!(
+            "  shim Create work (capped), median of {}: {:.2} ms",
+            prepare.len(),
+            ms(median(&mut prepare))
+        );
+    }
+}
+
+/// The shim's own Create work (annotations, placement, ledger entry, spec rewrite), from the
+/// `prepared in <duration>` lines it logs to containerd's log.
+fn prepare_times(log: &str) -> Vec<Duration> {
+    log.lines()
+        .filter_map(|line| line.split("prepared in ").nth(1))
+        .filter_map(|rest| {
+            let value = rest.split(['"', ' ', '\\']).next()?;
+            let (number, scale) = if let Some(v) = value.strip_suffix("ms") {
+                (v, 1e-3)
+            } else if let Some(v) = value.strip_suffix("µs") {
+                (v, 1e-6)
+            } else if let Some(v) = value.strip_suffix("ns") {
+                (v, 1e-9)
+            } else {
+                (value.strip_suffix('s')?, 1.0)
+            };
+            Some(Duration::from_secs_f64(number.parse::<f64>().ok()? * scale))
+        })
+        .collect()
 }
 
 fn median(samples: &mut [Duration]) -> Duration {

@@ -82,6 +82,7 @@ impl LedgerPreparer {
         id: &str,
         bundle: &Path,
     ) -> Result<Option<Injection>, PrepareError> {
+        let started = std::time::Instant::now();
         let mut spec = spec_rewrite::read_spec(bundle)?;
         let notes = spec_rewrite::annotations(&spec);
         if spec_rewrite::is_sandbox(&notes) {
@@ -109,8 +110,9 @@ impl LedgerPreparer {
             return Err(e.into());
         }
         log::info!(
-            "container {id}: capped on {:?}",
-            placed.iter().map(|p| &p.uuid).collect::<Vec<_>>()
+            "container {id}: capped on {:?}, prepared in {:?}",
+            placed.iter().map(|p| &p.uuid).collect::<Vec<_>>(),
+            started.elapsed()
         );
         Ok(Some(injection))
     }
