@@ -1,5 +1,6 @@
-//! A simulated machine and containers on it: ledger entries written the way the shim writes
-//! them, and the environment a process inside the container gets.
+//! A machine (simulated, or the real GPUs of this host) and containers on it: ledger entries
+//! written the way the shim writes them, and the environment a process inside the container
+//! gets.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,11 +12,13 @@ use crate::artifacts;
 /// Bytes in a MiB.
 pub const MIB: u64 = 1 << 20;
 
-/// One simulated machine: its device state lives in a private directory.
+/// One machine: simulated (device state in a private directory) or this host's real GPUs.
 pub struct Machine {
     pub dir: tempfile::TempDir,
     pub devices: u32,
     pub memory: u64,
+    /// UUIDs of the real GPUs, when this is the host's real driver.
+    real_uuids: Option<Vec<String>>,
 }
 
 impl Machine {
@@ -25,17 +28,60 @@ impl Machine {
             dir: tempfile::tempdir().expect("temp dir"),
             devices,
             memory,
+            real_uuids: None,
         }
     }
 
-    /// The UUID of simulated device `index` (given to the simulated driver by this harness).
+    /// This host's real GPUs and driver (as `nvidia-smi` lists them).
+    pub fn real_gpus() -> Machine {
+        let output = Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=uuid,memory.total",
+                "--format=csv,noheader,nounits",
+            ])
+            .output()
+            .expect("nvidia-smi is needed for the real-GPU checks");
+        assert!(output.status.success(), "nvidia-smi failed: {output:?}");
+        let rows: Vec<(String, u64)> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_once(','))
+            .map(|(uuid, mib)| {
+                (
+                    uuid.trim().to_owned(),
+                    mib.trim().parse::<u64>().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert!(!rows.is_empty(), "nvidia-smi lists no GPU");
+        Machine {
+            dir: tempfile::tempdir().expect("temp dir"),
+            devices: rows.len() as u32,
+            memory: rows.iter().map(|(_, mib)| mib * MIB).min().unwrap_or(0),
+            real_uuids: Some(rows.into_iter().map(|(uuid, _)| uuid).collect()),
+        }
+    }
+
+    /// The UUID of device `index` (simulated devices get theirs from this harness).
     pub fn uuid(&self, index: u32) -> String {
-        format!("GPU-e2e0c0de-0000-4000-8000-{index:012x}")
+        match &self.real_uuids {
+            Some(uuids) => uuids[index as usize].clone(),
+            None => format!("GPU-e2e0c0de-0000-4000-8000-{index:012x}"),
+        }
     }
 
     /// A command that sees this machine's devices, without the library.
     pub fn command(&self, program: impl Into<PathBuf>) -> Command {
         let mut command = Command::new(program.into());
+        command
+            .env_remove("LD_PRELOAD")
+            .env_remove("HAMI_LEDGER_LIMITS")
+            .env_remove("HAMI_LEDGER_USAGE")
+            .env_remove("CUDA_DEVICE_MEMORY_LIMIT")
+            .env_remove("HAMI_MEMORY_LIMIT")
+            .env_remove("HAMI_LOG");
+        if self.real_uuids.is_some() {
+            return command;
+        }
         command
             .env("LD_LIBRARY_PATH", artifacts::driver_dir())
             .env("HAMI_FAKEGPU_DIR", self.dir.path())
@@ -47,13 +93,7 @@ impl Machine {
                     .map(|i| self.uuid(i))
                     .collect::<Vec<_>>()
                     .join(","),
-            )
-            .env_remove("LD_PRELOAD")
-            .env_remove("HAMI_LEDGER_LIMITS")
-            .env_remove("HAMI_LEDGER_USAGE")
-            .env_remove("CUDA_DEVICE_MEMORY_LIMIT")
-            .env_remove("HAMI_MEMORY_LIMIT")
-            .env_remove("HAMI_LOG");
+            );
         command
     }
 }
