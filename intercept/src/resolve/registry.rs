@@ -196,3 +196,64 @@ macro_rules! real_or {
         unsafe { ::std::mem::transmute::<*mut ::std::ffi::c_void, $pfn>(address) }
     }};
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::library::real_dlsym;
+
+    extern "C" fn first_wrapper() {}
+    extern "C" fn second_wrapper() {}
+
+    /// A "driver" that every test process has: libc, with two rows of one family.
+    static ROWS: [Hook; 2] = [
+        Hook::new(c"malloc", "alloc", first_wrapper as *const c_void),
+        Hook::new(c"calloc", "alloc", second_wrapper as *const c_void),
+    ];
+    static LIBC: Registry = Registry::new(DriverLibrary::new(c"libc.so.6"), &ROWS);
+
+    fn libc_address(name: &std::ffi::CStr) -> *mut c_void {
+        // SAFETY: RTLD_DEFAULT and a C string literal.
+        unsafe { real_dlsym()(libc::RTLD_DEFAULT, name.as_ptr()) }
+    }
+
+    #[test]
+    fn a_real_address_maps_to_the_wrapper_of_exactly_that_variant() {
+        let malloc = libc_address(c"malloc");
+        let calloc = libc_address(c"calloc");
+        assert_eq!(
+            LIBC.wrap_base("alloc", malloc),
+            first_wrapper as *mut c_void
+        );
+        assert_eq!(
+            LIBC.wrap_base("alloc", calloc),
+            second_wrapper as *mut c_void
+        );
+        assert_eq!(
+            LIBC.wrap_symbol(b"calloc", calloc),
+            second_wrapper as *mut c_void
+        );
+    }
+
+    #[test]
+    fn anything_else_comes_back_untouched() {
+        let free = libc_address(c"free");
+        let malloc = libc_address(c"malloc");
+        assert_eq!(
+            LIBC.wrap_base("alloc", free),
+            free,
+            "not a variant of the family"
+        );
+        assert_eq!(LIBC.wrap_base("other", malloc), malloc, "unknown family");
+        assert_eq!(LIBC.wrap_symbol(b"free", free), free, "unknown symbol");
+        let ours = first_wrapper as *mut c_void;
+        assert_eq!(LIBC.wrap_base("alloc", ours), ours, "already a wrapper");
+        assert!(LIBC.wrap_base("alloc", std::ptr::null_mut()).is_null());
+    }
+
+    #[test]
+    fn real_addresses_are_the_drivers() {
+        assert_eq!(LIBC.real(0), libc_address(c"malloc"));
+        assert_eq!(LIBC.real(1), libc_address(c"calloc"));
+    }
+}
