@@ -203,7 +203,22 @@ fn start_backend(binary: &Path, flags: &ShimFlags) -> containerd_shim::Result<St
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    parse_start_reply(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The address in a shim's `start` reply: a plain address (task API v2, containerd 1.6/1.7), or
+/// JSON with an `address` field (shims of containerd 2.x).
+fn parse_start_reply(reply: &str) -> containerd_shim::Result<String> {
+    let reply = reply.trim();
+    if !reply.starts_with('{') {
+        return Ok(reply.to_owned());
+    }
+    let parsed: serde_json::Value = serde_json::from_str(reply)
+        .map_err(|e| ShimError::Other(format!("backend start reply {reply:?}: {e}")))?;
+    parsed["address"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ShimError::Other(format!("backend start reply {reply:?} has no address")))
 }
 
 /// Kills and deletes the container through the running backend, then lets it exit if idle.
@@ -358,4 +373,48 @@ forward_to_client! {
     stats(StatsRequest) -> StatsResponse;
     connect(ConnectRequest) -> ConnectResponse;
     shutdown(ShutdownRequest) -> Empty;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_reply_is_a_plain_address_or_json() {
+        assert_eq!(
+            parse_start_reply("unix:///run/containerd/s/ab\n").unwrap(),
+            "unix:///run/containerd/s/ab"
+        );
+        let json = r#"{"address":"unix:///run/containerd/s/cd","protocol":"ttrpc","version":3}"#;
+        assert_eq!(
+            parse_start_reply(json).unwrap(),
+            "unix:///run/containerd/s/cd"
+        );
+        assert!(parse_start_reply(r#"{"protocol":"ttrpc"}"#).is_err());
+        assert!(parse_start_reply("{oops").is_err());
+    }
+
+    #[test]
+    fn killed_response_reports_sigkill_now() {
+        let response = killed_response();
+        assert_eq!(response.exit_status, 137);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        assert!(now.as_secs().abs_diff(response.exited_at.seconds as u64) < 5);
+    }
+
+    #[test]
+    fn only_unix_sockets_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("s");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        remove_socket(&format!("unix://{}", file.display()));
+        remove_socket(&file.display().to_string());
+        assert!(file.exists());
+        remove_socket(&format!("unix://{}", socket.display()));
+        assert!(!socket.exists());
+    }
 }

@@ -358,6 +358,49 @@ fn lifecycle_calls_behave_like_runc_and_survive_a_containerd_restart() {
     }
 }
 
+#[test]
+fn configured_runtime_binary_runs_every_container() {
+    let Some(()) = require_tools("configured_runtime_binary_runs_every_container") else {
+        return;
+    };
+    let lab = Lab::start(&[]);
+    lab.write_node_ledger(1, 8 * GIB);
+    // Stands for nvidia-container-runtime: records its arguments, then runs runc.
+    let calls = lab.root().join("runtime-calls.log");
+    let wrapper = lab.root().join("bin/recording-runtime");
+    let runc = support::which("runc").unwrap();
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >> {}\nexec {} \"$@\"\n",
+        calls.display(),
+        runc.display()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let library = lab.root().join("libhami-placeholder.so");
+    lab.write_shim_config_with(
+        &library,
+        &format!("runtime_binary = {:?}\n", wrapper.display().to_string()),
+    );
+
+    let capped = run(&lab, HAMI, &["hami.io/gpu-memory=1Gi"], "echo capped");
+    assert!(capped.status.success(), "{}", text(&capped));
+    let plain = run(&lab, HAMI, &[], "echo plain");
+    assert!(plain.status.success(), "{}", text(&plain));
+    let calls = std::fs::read_to_string(calls).unwrap_or_default();
+    let creates = calls
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == "create"))
+        .count();
+    assert_eq!(
+        creates, 2,
+        "both containers created through the configured runtime: {calls}"
+    );
+}
+
 fn task_pid(lab: &Lab, id: &str) -> i32 {
     let tasks = lab.ctr_ok(&["tasks", "ls"]);
     let line = tasks

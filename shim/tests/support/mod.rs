@@ -157,8 +157,13 @@ impl Lab {
 
     /// Rewrites the shim's config (read at every Create) with another library path.
     pub fn write_shim_config(&self, library: &Path) {
+        self.write_shim_config_with(library, "");
+    }
+
+    /// Rewrites the shim's config with another library path and `extra` TOML lines.
+    pub fn write_shim_config_with(&self, library: &Path, extra: &str) {
         let text = format!(
-            "ledger_dir = {:?}\nlibrary_path = {:?}\nlog_level = \"debug\"\n",
+            "ledger_dir = {:?}\nlibrary_path = {:?}\nlog_level = \"debug\"\n{extra}",
             self.ledger_dir(),
             library
         );
