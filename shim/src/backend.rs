@@ -1,7 +1,10 @@
 //! The stock runc shim behind the proxy: its Task API as a trait, and the ttrpc client for it.
 //!
 //! The trait takes requests only (no server context), so the proxy can be driven in tests by an
-//! in-memory backend, and in production by [`TaskClient`] connected to the backend's socket.
+//! in-memory backend, and in production by [`BackendClient`], a [`TaskClient`] connected to the
+//! backend's socket on first use.
+
+use std::sync::Mutex;
 
 use containerd_shim::api::{
     CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
@@ -33,6 +36,14 @@ macro_rules! task_backend {
                 }
             )*
         }
+
+        impl TaskBackend for BackendClient {
+            $(
+                fn $method(&self, request: &$request) -> ttrpc::Result<$response> {
+                    TaskBackend::$method(&self.client()?, request)
+                }
+            )*
+        }
     };
 }
 
@@ -60,4 +71,34 @@ task_backend! {
 pub fn connect(address: &str) -> ttrpc::Result<TaskClient> {
     let client = ttrpc::Client::connect(address)?;
     Ok(TaskClient::new(client))
+}
+
+/// The backend's Task client, connected on first use.
+pub struct BackendClient {
+    address: String,
+    client: Mutex<Option<TaskClient>>,
+}
+
+impl BackendClient {
+    /// A client for the backend listening on `address`; nothing is connected yet.
+    pub fn new(address: String) -> Self {
+        Self {
+            address,
+            client: Mutex::new(None),
+        }
+    }
+
+    fn client(&self) -> ttrpc::Result<TaskClient> {
+        // Poisoning cannot leave the slot half-written (one assignment), so it stays usable.
+        let mut slot = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = slot.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = connect(&self.address)?;
+        *slot = Some(client.clone());
+        Ok(client)
+    }
 }

@@ -3,19 +3,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use containerd_shim::api::{
     DeleteRequest, DeleteResponse, KillRequest, ShutdownRequest, WaitRequest,
 };
-use containerd_shim::protos::TaskClient;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::ttrpc;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::write_address;
 use containerd_shim::{Config, Error as ShimError, ExitSignal, Flags, StartOpts};
 
-use crate::backend::{self, TaskBackend};
+use crate::backend::{self, BackendClient};
 use crate::config::ShimConfig;
 use crate::ledger_entry;
 use crate::prepare::LedgerPreparer;
@@ -306,73 +305,6 @@ fn delete_with_backend_binary(
         )));
     }
     Ok(DeleteResponse::parse_from_bytes(&output.stdout)?)
-}
-
-/// The backend's Task client, connected on first use (and again if the connection broke).
-pub struct BackendClient {
-    address: String,
-    client: Mutex<Option<TaskClient>>,
-}
-
-impl BackendClient {
-    fn new(address: String) -> Self {
-        Self {
-            address,
-            client: Mutex::new(None),
-        }
-    }
-
-    fn client(&self) -> ttrpc::Result<TaskClient> {
-        let mut slot = self
-            .client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(client) = slot.as_ref() {
-            return Ok(client.clone());
-        }
-        let client = backend::connect(&self.address)?;
-        *slot = Some(client.clone());
-        Ok(client)
-    }
-}
-
-macro_rules! forward_to_client {
-    ($($method:ident($request:ty) -> $response:ty;)*) => {
-        impl TaskBackend for BackendClient {
-            $(
-                fn $method(&self, request: &$request) -> ttrpc::Result<$response> {
-                    TaskBackend::$method(&self.client()?, request)
-                }
-            )*
-        }
-    };
-}
-
-use containerd_shim::api::{
-    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
-    CreateTaskResponse, Empty, ExecProcessRequest, PauseRequest, PidsRequest, PidsResponse,
-    ResizePtyRequest, ResumeRequest, StartRequest, StartResponse, StateRequest, StateResponse,
-    StatsRequest, StatsResponse, UpdateTaskRequest, WaitResponse,
-};
-
-forward_to_client! {
-    state(StateRequest) -> StateResponse;
-    create(CreateTaskRequest) -> CreateTaskResponse;
-    start(StartRequest) -> StartResponse;
-    delete(DeleteRequest) -> DeleteResponse;
-    pids(PidsRequest) -> PidsResponse;
-    pause(PauseRequest) -> Empty;
-    resume(ResumeRequest) -> Empty;
-    checkpoint(CheckpointTaskRequest) -> Empty;
-    kill(KillRequest) -> Empty;
-    exec(ExecProcessRequest) -> Empty;
-    resize_pty(ResizePtyRequest) -> Empty;
-    close_io(CloseIORequest) -> Empty;
-    update(UpdateTaskRequest) -> Empty;
-    wait(WaitRequest) -> WaitResponse;
-    stats(StatsRequest) -> StatsResponse;
-    connect(ConnectRequest) -> ConnectResponse;
-    shutdown(ShutdownRequest) -> Empty;
 }
 
 #[cfg(test)]
