@@ -134,3 +134,74 @@ fn cri_pod_containers_and_execs_are_capped_and_pod_removal_clears_the_ledger() {
         );
     });
 }
+
+#[test]
+fn cri_reports_a_malformed_annotation_by_name_when_the_container_starts() {
+    let Some(()) =
+        require_tools("cri_reports_a_malformed_annotation_by_name_when_the_container_starts")
+    else {
+        return;
+    };
+    let lab = Lab::start(&[]);
+    lab.write_node_ledger(1, 8 * GIB);
+    import_images(&lab);
+    let log_dir = lab.root().join("pod-logs");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = connect(&lab.address()).await;
+        let annotations = HashMap::from([("hami.io/gpu-cores".to_owned(), "150".to_owned())]);
+        let sandbox = sandbox_config("bad-pod", annotations, &log_dir);
+        let pod_id = client
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(sandbox.clone()),
+                runtime_handler: "hami".to_owned(),
+            })
+            .await
+            .expect("the sandbox is not capped, so it runs")
+            .into_inner()
+            .pod_sandbox_id;
+        let id = client
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(container_config("main")),
+                sandbox_config: Some(sandbox),
+            })
+            .await
+            .expect("CRI creates the container record")
+            .into_inner()
+            .container_id;
+        let err = client
+            .start_container(StartContainerRequest { container_id: id })
+            .await
+            .expect_err("the shim refuses the container");
+        let message = err.message();
+        assert!(message.contains("hami.io/gpu-cores=\"150\""), "{message}");
+        assert!(
+            message.contains("a whole number from 1 to 100"),
+            "{message}"
+        );
+        assert!(lab.ledger_entries().is_empty());
+        client
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+            .await
+            .expect("pod stops");
+        client
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+            .await
+            .expect("pod removed");
+        assert!(
+            eventually(Duration::from_secs(10), || lab
+                .processes_matching(&pod_id)
+                .is_empty()),
+            "no shim of the pod is left"
+        );
+    });
+}
