@@ -1,7 +1,7 @@
 //! The FGD fragmentation measure: how much of a node's free device compute the expected
 //! next task could not use, averaged over the target workload (the frequent task shapes).
 
-use crate::cluster::FULL_DEVICE_MILLI;
+use crate::cluster::{FULL_DEVICE_MILLI, NodeSpec};
 use crate::model::{ModelId, ModelSet};
 
 /// The shape of a task class, the key that groups a trace into classes.
@@ -102,26 +102,31 @@ impl TargetWorkload {
         }
     }
 
-    /// M with each class weighted up by how scarce its accepted devices are: p_m times
-    /// (all devices / devices of accepted models), so a device taken from a model few
-    /// classes can avoid counts for what it costs the classes that need that model.
-    /// `devices_per_model[id]` counts the cluster's devices of each model.
-    pub fn scarcity_weighted(&self, devices_per_model: &[u64]) -> TargetWorkload {
-        let all: u64 = devices_per_model.iter().sum();
+    /// M with each class weighted up by how scarce the devices it can use are: p_m times
+    /// (all devices / devices on nodes that could host the class at all: an accepted
+    /// model, enough devices, CPU and memory when empty). A device taken where few
+    /// classes can go then counts for what it costs the classes that can go nowhere else.
+    pub fn scarcity_weighted(&self, nodes: &[NodeSpec]) -> TargetWorkload {
+        let devices = |n: &NodeSpec| n.devices.len() as u64;
+        let all: u64 = nodes.iter().map(devices).sum();
         let classes = self
             .classes
             .iter()
             .map(|c| {
-                let accepted: u64 = devices_per_model
+                let eligible: u64 = nodes
                     .iter()
-                    .enumerate()
-                    .filter(|(id, _)| u8::try_from(*id).is_ok_and(|id| c.models.contains(id)))
-                    .map(|(_, n)| n)
+                    .filter(|n| {
+                        n.model.is_some_and(|m| c.models.contains(m))
+                            && n.devices.len() >= c.device_count as usize
+                            && n.cpu_milli >= c.cpu_milli
+                            && n.memory_mib >= c.memory_mib
+                    })
+                    .map(devices)
                     .sum();
-                let weight = if c.device_count == 0 || accepted == 0 {
+                let weight = if c.device_count == 0 || eligible == 0 {
                     1.0
                 } else {
-                    all as f64 / accepted as f64
+                    all as f64 / eligible as f64
                 };
                 WorkloadClass {
                     probability: c.probability * weight,
@@ -283,23 +288,47 @@ mod tests {
     }
 
     #[test]
-    fn scarce_models_weigh_more() {
-        let class = |models| WorkloadClass {
-            cpu_milli: 0,
+    fn classes_that_fit_few_nodes_weigh_more() {
+        let class = |models, cpu| WorkloadClass {
+            cpu_milli: cpu,
             milli: 1000,
             device_count: 1,
             models,
             memory_mib: 0,
-            probability: 0.5,
+            probability: 0.25,
         };
         let m = TargetWorkload {
             capacity_aware: false,
-            classes: vec![class(ModelSet::ANY), class(ModelSet::only(1))],
+            classes: vec![
+                class(ModelSet::ANY, 1000),
+                class(ModelSet::only(1), 1000),
+                class(ModelSet::ANY, 50_000),
+                WorkloadClass {
+                    device_count: 0,
+                    milli: 0,
+                    ..class(ModelSet::ANY, 1000)
+                },
+            ],
         };
-        // Model 1 holds 2 of 8 devices: its class weighs 8 / 2 = 4 times more.
-        let w = m.scarcity_weighted(&[6, 2]);
-        assert_eq!(w.classes[0].probability, 0.5);
-        assert_eq!(w.classes[1].probability, 2.0);
+        let node = |model, gpus, cpu| NodeSpec {
+            name: String::new(),
+            cpu_milli: cpu,
+            memory_mib: 1 << 20,
+            model: Some(model),
+            devices: (0..gpus)
+                .map(|i| crate::cluster::DeviceSpec {
+                    uuid: format!("{i}"),
+                    memory_mib: 0,
+                    numa: None,
+                    link_group: None,
+                })
+                .collect(),
+        };
+        // 6 devices of model 0 on a 16-core node, 2 of model 1 on a 64-core node.
+        let w = m.scarcity_weighted(&[node(0, 6, 16_000), node(1, 2, 64_000)]);
+        let p: Vec<f64> = w.classes.iter().map(|c| c.probability).collect();
+        // Model 1 only: 8 / 2. Needs 50 cores: only the 64-core node, 8 / 2. CPU-only: 1.
+        assert_eq!(p, vec![0.25, 1.0, 1.0, 0.25]);
     }
 
     #[test]

@@ -71,17 +71,6 @@ impl Trace {
             tasks,
         })
     }
-
-    /// Devices of each model in the node list, indexed by model id.
-    pub fn devices_per_model(&self) -> Vec<u64> {
-        let mut counts = vec![0u64; self.models.names().len()];
-        for node in &self.nodes {
-            if let Some(m) = node.model {
-                counts[usize::from(m)] += node.devices.len() as u64;
-            }
-        }
-        counts
-    }
 }
 
 struct Table {
@@ -286,9 +275,6 @@ mod tests {
         let p100 = trace.models.lookup("P100").unwrap();
         assert!(t[1].request.models.contains(v16) && !t[1].request.models.contains(p100));
         assert!(t[2].request.is_cpu_only());
-        let mut per_model = vec![0; trace.models.names().len()];
-        per_model[usize::from(p100)] = 2;
-        assert_eq!(trace.devices_per_model(), per_model);
         assert_eq!(t[3].request.class, t[0].request.class);
         assert_ne!(t[1].request.class, t[0].request.class);
     }

@@ -101,17 +101,21 @@ impl Scorer {
     }
 
     /// Our score: FGD's quantised gradient and random tie-break, over a workload measured
-    /// capacity-aware and memory-aware (see [`TargetWorkload::capacity_aware`]).
+    /// capacity-aware, memory-aware and scarcity-weighted (see
+    /// [`TargetWorkload::capacity_aware`] and [`TargetWorkload::scarcity_weighted`]).
     ///
     /// Why (docs/scheduler.md has the numbers): near saturation most failed tasks are
     /// whole-device tasks that find idle devices only on nodes whose CPU or memory is
     /// gone. FGD's measure counts every idle device of a node as usable by a class as
     /// soon as one task of it fits, so it does not see a CPU-only or sharing task
-    /// stranding the idle devices next to it. Our measure counts only the idle devices
-    /// that as many whole-device tasks as the node's free CPU and memory can host would
-    /// use. The quantisation stays: the exact, unquantised gradient is much worse than
-    /// FGD (about 7 % unallocated against 4.8 %), its deterministic choices concentrate
-    /// load that the truncation's random ties spread.
+    /// stranding the idle devices next to it; ours counts only the idle devices that as
+    /// many whole-device tasks as the node's free CPU and memory can host would use. And
+    /// FGD weighs a class by its frequency only, so a class that fits few nodes (a GPU
+    /// model constraint, a large CPU or memory demand) loses its nodes to tasks that could
+    /// have gone anywhere; ours weighs it by how scarce its nodes are. The quantisation
+    /// stays: the exact, unquantised gradient is much worse than FGD (about 7 %
+    /// unallocated against 4.8 %), its deterministic choices concentrate load that the
+    /// truncation's random ties spread.
     pub fn ours(&mut self, node: &NodeState, request: &Request) -> FragScore {
         let (delta, device) = self.best_delta(node, request, quantise);
         FragScore {

@@ -20,7 +20,8 @@ pub enum NodePolicy {
     Clustering,
     /// Fragmentation Gradient Descent, as the artifact scores it (quantised 0..100).
     Fgd,
-    /// Our policy: FGD's gradient unquantised, with a packing tie-break (see `fgd.rs`).
+    /// Our policy: FGD's gradient over a capacity-, memory- and scarcity-aware measure
+    /// (see `fgd.rs`).
     Ours,
     /// HAMi's `binpack`: the node with the least device compute left.
     Binpack,

@@ -103,9 +103,7 @@ pub fn policy_workload(
     policy: NodePolicy,
 ) -> TargetWorkload {
     match policy {
-        NodePolicy::Ours => workload
-            .capacity_aware()
-            .scarcity_weighted(&trace.devices_per_model()),
+        NodePolicy::Ours => workload.capacity_aware().scarcity_weighted(&trace.nodes),
         _ => workload.ignoring_memory(),
     }
 }
