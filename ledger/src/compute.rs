@@ -42,8 +42,10 @@ pub const COMPUTE_WORDS: usize = 16;
 /// Parts per million of wall time: the unit of rates (`1_000_000` = the whole device).
 pub const PPM: u64 = 1_000_000;
 
-/// Default bound on how far the budget may run ahead of use: a few milliseconds of device time.
-pub const DEFAULT_DEPTH_NS: u64 = 4_000_000;
+/// Default bound on how far the budget may run ahead of use: enough device time to make up
+/// for a waiter that a loaded CPU woke late, little enough to stay invisible at the quarter
+/// second scale.
+pub const DEFAULT_DEPTH_NS: u64 = 50_000_000;
 
 /// Longest idle gap credited in one refill; beyond it the bucket is full anyway.
 const MAX_REFILL_GAP_NS: u64 = 10_000_000_000;

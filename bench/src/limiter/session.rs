@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::probe::{ProbeSample, monotonic_ns};
+use super::probe::{ProbeSample, SETTLE_LAG_NS, monotonic_ns};
 use super::scenarios::TenantSpec;
 use super::worker::{WorkerReport, WorkerStarted};
 use super::{DeviceKind, HarnessError, HarnessOptions};
@@ -112,7 +112,7 @@ impl Session {
             })
         });
         collect_text(probe.stderr.take(), Arc::clone(&probe_stderr));
-        // Let the probe position its cursor before the first tenant starts.
+        // Let the probe start before the first tenant does.
         std::thread::sleep(Duration::from_millis(300));
         Ok(Self {
             label: label.to_owned(),
@@ -211,7 +211,8 @@ impl Session {
                 Err(err) => failure = failure.or(Some(err)),
             }
         }
-        std::thread::sleep(Duration::from_millis(250));
+        // The probe reports time once it is settled: let it see past the end.
+        std::thread::sleep(Duration::from_nanos(SETTLE_LAG_NS) + Duration::from_millis(300));
         self.stop_probe();
         if let Some(err) = failure {
             return Err(err);
@@ -250,7 +251,10 @@ impl Drop for Session {
 /// The literal part of an exported value: `'dir'${VAR:+:$VAR}` (an append to a variable the
 /// harness does not set) becomes `dir`; a plain value is kept.
 fn shell_value(value: &str) -> String {
-    match value.strip_prefix('\'').and_then(|rest| rest.split_once('\'')) {
+    match value
+        .strip_prefix('\'')
+        .and_then(|rest| rest.split_once('\''))
+    {
         Some((literal, _)) => literal.to_owned(),
         None => value.to_owned(),
     }
@@ -281,18 +285,6 @@ fn worker_args(spec: &TenantSpec) -> Vec<String> {
         args.extend(["--kernels".into(), kernels.to_string()]);
     }
     args
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn exported_values_lose_their_shell_suffix() {
-        assert_eq!(
-            super::shell_value("'/tmp/d/lib'${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"),
-            "/tmp/d/lib"
-        );
-        assert_eq!(super::shell_value("17179869184"), "17179869184");
-    }
 }
 
 fn finish_tenant(label: &str, mut tenant: RunningTenant) -> Result<FinishedTenant, HarnessError> {
@@ -334,4 +326,16 @@ fn finish_tenant(label: &str, mut tenant: RunningTenant) -> Result<FinishedTenan
         report,
         started_ns: tenant.started_ns,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exported_values_lose_their_shell_suffix() {
+        assert_eq!(
+            super::shell_value("'/tmp/d/lib'${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"),
+            "/tmp/d/lib"
+        );
+        assert_eq!(super::shell_value("17179869184"), "17179869184");
+    }
 }

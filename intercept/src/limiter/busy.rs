@@ -1,19 +1,24 @@
 //! Where the measurer learns how busy the container really kept a device: NVML's per-process
-//! utilization samples, summed over the container's processes.
+//! utilization, summed over the container's processes.
 //!
-//! `nvmlDeviceGetProcessUtilization(device, samples, count, last_seen)` returns, per process,
-//! the samples newer than `last_seen` (µs), each carrying the percentage of its sample period
-//! the process kept the SMs busy. A sample's period runs from that process's previous sample,
-//! but not from before `last_seen` (a process missing from a query was idle during it), so
-//! busy time is `smUtil% × period`. This is
-//! the one measure that exists on a real GPU and on the simulated device alike, that counts
-//! every kernel whatever launched it (graphs, cooperative, other libraries' streams), and that
-//! attributes time-slicing with other containers correctly; its cost is latency (1/6–1 s sample
-//! periods on real GPUs), which the controller absorbs by applying corrections gradually while
-//! per-launch estimates carry the short term.
+//! `nvmlDeviceGetProcessUtilization(device, samples, count, since)` returns, per process, the
+//! samples newer than `since` (µs, realtime), each with the percentage of its sample period the
+//! process kept the SMs busy; a sample covers the time since that process's previous sample in
+//! the answer, and never reaches back before `since`. This is the one measure that exists on a
+//! real GPU and on the simulated device alike, that counts every kernel whatever launched it
+//! (graphs, cooperative, other libraries' streams), and that attributes time-slicing between
+//! containers correctly.
 //!
-//! The real NVML is reached through the real `dlsym` (never this library's own wrappers), so a
-//! virtualized view can never feed back into the limiter.
+//! A kernel still running at the moment of a query is not (fully) in that answer yet, so
+//! chaining answers end to end would lose, at every boundary, the part of the running kernel
+//! before it: with 20 ms kernels and 25 ms periods, most of the busy time. The measurer
+//! therefore only counts *settled* time: each period it asks twice, from the previous settled
+//! point `s₀` and from the new one `s₁ = now − lag`, and takes the difference — the busy time in
+//! `[s₀, s₁)`, which every kernel that ran then has finished reporting as long as `lag` exceeds
+//! a kernel's length. The lag (at least [`MIN_LAG_US`], else three learned kernel lengths)
+//! delays the feedback by that much, which the controller's gradual true-up absorbs. The
+//! virtualized NVML of this library is never consulted: NVML is reached through the real
+//! `dlsym`.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_uint, c_ulonglong};
@@ -24,6 +29,10 @@ use crate::resolve::library::{DriverLibrary, lookup};
 
 /// Samples fetched per query: far more processes than one device serves.
 const MAX_SAMPLES: usize = 512;
+/// Shortest lag between now and the settled point, µs.
+pub const MIN_LAG_US: u64 = 100_000;
+/// Longest lag: NVML keeps a few seconds of history at most.
+const MAX_LAG_US: u64 = 2_000_000;
 
 type InitFn = unsafe extern "C" fn() -> nvmlReturn_t;
 type HandleByUuidFn =
@@ -43,23 +52,67 @@ static NVML: DriverLibrary = DriverLibrary::new(c"libnvidia-ml.so.1");
 pub enum DeviceKey {
     /// By UUID (`GPU-...`), as the ledger names devices.
     Uuid(String),
-    /// By NVML index (environment mode, where only CUDA ordinals are known).
+    /// By NVML index (standalone mode, where only CUDA ordinals are known).
     Index(u32),
 }
 
-/// A source of a container's cumulative busy time per device.
+/// A source of a container's busy time per device.
 pub trait BusySource: Send {
-    /// Busy ns the processes `pids` added on `device` since the previous call for it
-    /// (`None` when the device cannot be measured; the first call returns `Some(0)`).
-    fn busy_since_last(&mut self, device: &DeviceKey, pids: &[u32]) -> Option<u64>;
+    /// Settled busy ns the processes `pids` added on `device` since the previous call for it
+    /// (may be slightly negative from rounding; `None`: the device cannot be measured; the
+    /// first call positions the cursor and returns `Some(0)`). `kernel_ns` is the current
+    /// estimate of one kernel's length, which sets how far behind now time counts as settled.
+    fn busy_since_last(&mut self, device: &DeviceKey, pids: &[u32], kernel_ns: u64) -> Option<i64>;
 }
 
-/// Per-device memory of the NVML reader.
+/// Busy time of `pids` in one NVML answer for samples since `since_us`.
+pub fn busy_in_answer(
+    samples: &[nvmlProcessUtilizationSample_t],
+    pids: &[u32],
+    since_us: u64,
+) -> i64 {
+    let mut ordered: Vec<&nvmlProcessUtilizationSample_t> = samples
+        .iter()
+        .filter(|s| s.timeStamp > since_us && pids.contains(&s.pid))
+        .collect();
+    ordered.sort_by_key(|s| s.timeStamp);
+    let mut previous: HashMap<u32, u64> = HashMap::new();
+    let mut busy_ns = 0i64;
+    for sample in ordered {
+        let from = previous
+            .insert(sample.pid, sample.timeStamp)
+            .unwrap_or(since_us)
+            .max(since_us);
+        let period_ns = sample.timeStamp.saturating_sub(from).saturating_mul(1_000);
+        let busy = period_ns / 100 * u64::from(sample.smUtil.min(100));
+        busy_ns = busy_ns.saturating_add(i64::try_from(busy).unwrap_or(i64::MAX));
+    }
+    busy_ns
+}
+
+/// The lag behind now that counts as settled for kernels of `kernel_ns`.
+pub fn settle_lag_us(kernel_ns: u64) -> u64 {
+    (kernel_ns.saturating_mul(3) / 1_000).clamp(MIN_LAG_US, MAX_LAG_US)
+}
+
+/// Microseconds of `CLOCK_REALTIME`, the clock of NVML's sample timestamps.
+fn realtime_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000
+}
+
+/// Per-device state of the NVML reader.
 #[derive(Default)]
 struct DeviceCursor {
     handle: Option<usize>,
-    last_seen_us: u64,
-    last_sample_us: HashMap<u32, u64>,
+    /// Realtime µs up to which busy time has been counted.
+    settled_us: u64,
 }
 
 /// Busy time from NVML per-process utilization.
@@ -128,19 +181,9 @@ impl NvmlBusy {
         };
         (status == NVML_SUCCESS && !device.is_null()).then_some(device as usize)
     }
-}
 
-impl BusySource for NvmlBusy {
-    fn busy_since_last(&mut self, device: &DeviceKey, pids: &[u32]) -> Option<u64> {
-        let handle = match self.cursors.get(device).and_then(|c| c.handle) {
-            Some(handle) => handle,
-            None => {
-                let handle = self.device_handle(device)?;
-                self.cursors.entry(device.clone()).or_default().handle = Some(handle);
-                handle
-            }
-        };
-        let cursor = self.cursors.get_mut(device)?;
+    /// Busy ns of `pids` on the device `handle` in samples since `since_us`.
+    fn busy_since(&mut self, handle: usize, pids: &[u32], since_us: u64) -> i64 {
         let mut count = c_uint::try_from(self.samples.len()).unwrap_or(c_uint::MAX);
         // SAFETY: `handle` came from NVML for this device; the buffer holds `count` samples and
         // `count` is a valid in/out pointer.
@@ -149,46 +192,42 @@ impl BusySource for NvmlBusy {
                 handle as nvmlDevice_t,
                 self.samples.as_mut_ptr(),
                 &mut count,
-                cursor.last_seen_us,
+                since_us,
             )
         };
         if status != NVML_SUCCESS {
-            // NO_DATA / NOT_FOUND: nobody ran since `last_seen`; keep the cursor.
-            return Some(0);
+            return 0; // NOT_FOUND / NO_DATA: nobody was busy since `since_us`
         }
-        let samples = &self.samples[..usize::try_from(count).unwrap_or(0).min(MAX_SAMPLES)];
-        Some(cursor.absorb(samples, pids))
+        let n = usize::try_from(count).unwrap_or(0).min(MAX_SAMPLES);
+        busy_in_answer(&self.samples[..n], pids, since_us)
     }
 }
 
-impl DeviceCursor {
-    /// Adds up the busy time of `pids` in `samples` and moves the cursor past them.
-    fn absorb(&mut self, samples: &[nvmlProcessUtilizationSample_t], pids: &[u32]) -> u64 {
-        let first_call = self.last_seen_us == 0;
-        let mut busy_ns = 0u64;
-        let mut newest = self.last_seen_us;
-        let mut ordered: Vec<&nvmlProcessUtilizationSample_t> = samples.iter().collect();
-        ordered.sort_by_key(|s| s.timeStamp);
-        for sample in ordered {
-            if sample.timeStamp <= self.last_seen_us {
-                continue;
+impl BusySource for NvmlBusy {
+    fn busy_since_last(&mut self, device: &DeviceKey, pids: &[u32], kernel_ns: u64) -> Option<i64> {
+        let handle = match self.cursors.get(device).and_then(|c| c.handle) {
+            Some(handle) => handle,
+            None => {
+                let handle = self.device_handle(device)?;
+                self.cursors.entry(device.clone()).or_default().handle = Some(handle);
+                handle
             }
-            newest = newest.max(sample.timeStamp);
-            // A sample covers the time since this process's previous sample, but never more
-            // than since the previous query: a process absent from a query was idle in it.
-            let since = self
-                .last_sample_us
-                .insert(sample.pid, sample.timeStamp)
-                .unwrap_or(0)
-                .max(self.last_seen_us);
-            if first_call || !pids.contains(&sample.pid) {
-                continue;
+        };
+        let settled_before = self.cursors.get(device)?.settled_us;
+        let settled_now = realtime_us().saturating_sub(settle_lag_us(kernel_ns));
+        if settled_before == 0 || settled_now <= settled_before {
+            if let Some(cursor) = self.cursors.get_mut(device) {
+                cursor.settled_us = cursor.settled_us.max(settled_now);
             }
-            let period_us = sample.timeStamp.saturating_sub(since);
-            busy_ns += period_us * 1_000 * u64::from(sample.smUtil.min(100)) / 100;
+            return Some(0);
         }
-        self.last_seen_us = newest;
-        busy_ns
+        // Both answers end now; their difference is the busy time in [before, now − lag).
+        let from_before = self.busy_since(handle, pids, settled_before);
+        let from_now = self.busy_since(handle, pids, settled_now);
+        if let Some(cursor) = self.cursors.get_mut(device) {
+            cursor.settled_us = settled_now;
+        }
+        Some(from_before - from_now)
     }
 }
 
@@ -206,34 +245,29 @@ mod tests {
     }
 
     #[test]
-    fn busy_is_percent_of_the_time_since_the_previous_query() {
-        let mut cursor = DeviceCursor::default();
-        // The first answer only positions the cursor: its window is unknown.
-        assert_eq!(cursor.absorb(&[sample(7, 1_000_000, 90)], &[7]), 0);
-        let busy = cursor.absorb(&[sample(7, 1_025_000, 40), sample(8, 1_025_000, 50)], &[7]);
-        assert_eq!(busy, 10_000_000, "40 % of 25 ms, and pid 8 is not ours");
+    fn an_answer_counts_its_window_for_the_container_only() {
+        // One sample per process covering the whole window, as the simulated device answers.
+        let samples = [sample(7, 1_100_000, 40), sample(8, 1_100_000, 50)];
+        assert_eq!(busy_in_answer(&samples, &[7], 1_000_000), 40_000_000);
+        assert_eq!(busy_in_answer(&samples, &[7, 8], 1_000_000), 90_000_000);
     }
 
     #[test]
-    fn a_process_idle_for_a_while_is_not_charged_for_its_idle_time() {
-        let mut cursor = DeviceCursor::default();
-        cursor.absorb(&[sample(7, 1_000_000, 10)], &[7]);
-        cursor.absorb(&[sample(8, 2_000_000, 10)], &[7, 8]);
-        let busy = cursor.absorb(&[sample(7, 2_100_000, 50)], &[7, 8]);
+    fn periodic_samples_each_cover_the_time_since_the_previous_one() {
+        // A real driver samples every ~1/6 s; each sample covers the gap to the previous one.
+        let samples = [sample(7, 1_200_000, 50), sample(7, 1_100_000, 100)];
+        assert_eq!(busy_in_answer(&samples, &[7], 1_000_000), 150_000_000);
         assert_eq!(
-            busy, 50_000_000,
-            "50 % of the 100 ms since the last query, not of 1.1 s"
+            busy_in_answer(&samples, &[7], 1_100_000),
+            50_000_000,
+            "older ones skipped"
         );
     }
 
     #[test]
-    fn samples_already_seen_are_not_counted_twice() {
-        let mut cursor = DeviceCursor::default();
-        cursor.absorb(&[sample(7, 1_000_000, 10)], &[7]);
-        assert_eq!(
-            cursor.absorb(&[sample(7, 1_100_000, 100)], &[7]),
-            100_000_000
-        );
-        assert_eq!(cursor.absorb(&[sample(7, 1_100_000, 100)], &[7]), 0);
+    fn the_settled_point_trails_the_longest_kernels() {
+        assert_eq!(settle_lag_us(1_000_000), MIN_LAG_US);
+        assert_eq!(settle_lag_us(100_000_000), 300_000);
+        assert_eq!(settle_lag_us(u64::MAX), MAX_LAG_US);
     }
 }

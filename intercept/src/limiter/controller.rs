@@ -16,6 +16,8 @@
 //! stays small, and it sets the refill rate: the cap, or the whole device for a `burst`
 //! container while no other container on the device shows demand.
 
+use std::collections::VecDeque;
+
 use hami_ledger::compute::{Budget, Contention, PPM};
 
 /// Share of the accounting gap applied per measurement period.
@@ -23,9 +25,11 @@ pub const CORRECTION_GAIN_PERCENT: i128 = 50;
 /// Another container counts as wanting the device this long after its last launch.
 pub const BURST_YIELD_WINDOW_NS: u64 = 100_000_000;
 /// Launches to observe before the per-launch estimate is updated.
-const ESTIMATE_MIN_LAUNCHES: u64 = 8;
-/// Longest observation before the per-launch estimate is updated anyway.
-const ESTIMATE_MAX_SPAN_NS: u64 = 100_000_000;
+const ESTIMATE_MIN_LAUNCHES: u64 = 4;
+/// Shortest observation the per-launch estimate is updated from.
+const ESTIMATE_SPAN_NS: u64 = 250_000_000;
+/// How far back the launch history reaches (longer than any settle lag).
+const HISTORY_NS: u64 = 3_000_000_000;
 
 /// What the measurer remembers between periods for one device.
 #[derive(Debug, Default, Clone)]
@@ -33,6 +37,10 @@ pub struct Controller {
     span_start_ns: u64,
     span_launches: u64,
     span_measured: u64,
+    /// (instant, cumulative launches) of recent periods.
+    launch_history: VecDeque<(u64, u64)>,
+    /// Whether this controller has replaced the default estimate yet.
+    learned: bool,
 }
 
 /// What one period did, for counters and tests.
@@ -47,21 +55,24 @@ pub struct Step {
 }
 
 impl Controller {
-    /// One measurement period: publishes `measured_total_ns` (cumulative; `None` when nothing
-    /// can be measured, then the estimates stand alone), trues the budget up, learns the
-    /// estimate and sets the rate. `cap_ppm`/`burst` are the container's limits.
+    /// One measurement period: publishes `measured_total_ns` (cumulative, settled `lag_ns`
+    /// behind now; `None` when nothing can be measured, then the estimates stand alone), trues
+    /// the budget up, learns the estimate and sets the rate. `cap_ppm`/`burst` are the
+    /// container's limits.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         budget: Budget<'_>,
         contention: Option<Contention<'_>>,
         measured_total_ns: Option<u64>,
+        lag_ns: u64,
         now_ns: u64,
         cap_ppm: u64,
         burst: bool,
     ) -> Step {
         let mut step = Step::default();
         if let Some(measured_total_ns) = measured_total_ns {
-            budget.set_measured_ns(measured_total_ns.max(budget.measured_ns()));
+            budget.set_measured_ns(measured_total_ns);
             let charged = i128::from(budget.estimated_total_ns()) + budget.net_correction_ns();
             let gap = i128::from(measured_total_ns) - charged;
             let correction = gap * CORRECTION_GAIN_PERCENT / 100;
@@ -72,7 +83,7 @@ impl Controller {
                     budget.credit_correction(u64::try_from(-correction).unwrap_or(u64::MAX));
             }
             step.correction_ns = correction;
-            self.learn_estimate(budget, measured_total_ns, now_ns);
+            self.learn_estimate(budget, measured_total_ns, now_ns, lag_ns);
         }
 
         let others_want_it = contention.is_none_or(|c| {
@@ -88,32 +99,58 @@ impl Controller {
         step
     }
 
-    fn learn_estimate(&mut self, budget: Budget<'_>, measured_total_ns: u64, now_ns: u64) {
-        let launches = budget.launches();
+    /// Learns the per-launch estimate as measured busy time per launch over spans of at least
+    /// [`ESTIMATE_SPAN_NS`]. Measured time is settled `lag_ns` behind now, so launches are
+    /// counted over the same shifted span (from a short history of the launch counter);
+    /// comparing busy time with launches of another moment would make a throttled span look
+    /// like long kernels and an unthrottled one like short kernels, and the estimate swing.
+    fn learn_estimate(
+        &mut self,
+        budget: Budget<'_>,
+        measured_total_ns: u64,
+        now_ns: u64,
+        lag_ns: u64,
+    ) {
+        self.launch_history.push_back((now_ns, budget.launches()));
+        while self
+            .launch_history
+            .front()
+            .is_some_and(|&(t, _)| now_ns.saturating_sub(t) > HISTORY_NS)
+        {
+            self.launch_history.pop_front();
+        }
+        let settled_at = now_ns.saturating_sub(lag_ns);
+        let Some(&(_, launches)) = self
+            .launch_history
+            .iter()
+            .rev()
+            .find(|&&(t, _)| t <= settled_at)
+        else {
+            return;
+        };
         if self.span_start_ns == 0 {
-            self.span_start_ns = now_ns;
+            self.span_start_ns = settled_at;
             self.span_launches = launches;
             self.span_measured = measured_total_ns;
             return;
         }
         let observed = launches.saturating_sub(self.span_launches);
-        let busy = measured_total_ns.saturating_sub(self.span_measured);
-        let span = now_ns.saturating_sub(self.span_start_ns);
-        if observed < ESTIMATE_MIN_LAUNCHES && span < ESTIMATE_MAX_SPAN_NS {
+        let span = settled_at.saturating_sub(self.span_start_ns);
+        if observed < ESTIMATE_MIN_LAUNCHES || span < ESTIMATE_SPAN_NS {
             return;
         }
-        if observed > 0 && busy > 0 {
+        let busy = measured_total_ns.saturating_sub(self.span_measured);
+        if busy > 0 {
             let sample = busy / observed;
-            // Smooth small changes; jump when the kernels clearly changed (or at the start,
-            // when the estimate is the default), so a wrong guess does not linger.
-            let estimate = match budget.launch_estimate_ns() {
-                0 => sample,
-                old if sample > old * 4 || sample < old / 4 => sample,
-                old => (old + sample) / 2,
+            // The first sample replaces the default guess; later ones are smoothed.
+            let estimate = match (budget.launch_estimate_ns(), self.learned) {
+                (old, true) if old > 0 => (old + sample) / 2,
+                _ => sample,
             };
             budget.set_launch_estimate_ns(estimate.max(1));
+            self.learned = true;
         }
-        self.span_start_ns = now_ns;
+        self.span_start_ns = settled_at;
         self.span_launches = launches;
         self.span_measured = measured_total_ns;
     }

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::busy::{BusySource, NvmlBusy};
+use super::busy::{BusySource, NvmlBusy, settle_lag_us};
 use super::controller::Controller;
 use super::futex::{monotonic_ns, wake_all};
 use super::process::ProcessLimiter;
@@ -19,6 +19,8 @@ use hami_ledger::compute::PPM;
 
 /// Measurement period.
 pub const PERIOD: Duration = Duration::from_millis(25);
+/// Periods between two debug lines (`HAMI_LOG=debug`): one a second.
+const LOG_EVERY: u64 = 40;
 /// How long a measurer's lease lasts without renewal.
 pub const LEASE_NS: u64 = 250_000_000;
 
@@ -52,7 +54,9 @@ fn run(limiter: &'static ProcessLimiter) {
     let pid = std::process::id();
     let mut source: Option<Option<NvmlBusy>> = None;
     let mut controllers = vec![Controller::default(); limiter.devices.len()];
+    let mut rounds = 0u64;
     loop {
+        rounds += 1;
         let now = monotonic_ns();
         let mut pids: Option<Vec<u32>> = None;
         for (index, device) in limiter.devices.iter().enumerate() {
@@ -65,22 +69,36 @@ fn run(limiter: &'static ProcessLimiter) {
             if !budget.hold_measurer_lease(pid, now, LEASE_NS) {
                 continue;
             }
+            let kernel_ns = budget.launch_estimate_ns();
             let busy = source
                 .get_or_insert_with(NvmlBusy::open)
                 .as_mut()
                 .and_then(|nvml| {
                     let pids = pids.get_or_insert_with(|| limiter.container_pids());
-                    nvml.busy_since_last(&device.key, pids)
+                    nvml.busy_since_last(&device.key, pids, kernel_ns)
                 });
-            let measured = busy.map(|delta| budget.measured_ns() + delta);
+            let measured = busy.map(|delta| budget.measured_ns().saturating_add_signed(delta));
             let step = controllers[index].step(
                 budget,
                 device.gate.contention(),
                 measured,
+                settle_lag_us(kernel_ns) * 1_000,
                 now,
                 config.cap_ppm,
                 config.burst,
             );
+            if rounds % LOG_EVERY == 0 {
+                hami_log!(
+                    Level::Debug,
+                    "limiter device {index}: measured {} ms, charged {} ms, estimate {} us, rate {} ppm, throttled {} ms",
+                    budget.measured_ns() / 1_000_000,
+                    (i128::from(budget.estimated_total_ns()) + budget.net_correction_ns())
+                        / 1_000_000,
+                    budget.launch_estimate_ns() / 1_000,
+                    step.rate_ppm,
+                    budget.throttled_ns() / 1_000_000,
+                );
+            }
             if step.wake && budget.bump_wake_seq() {
                 wake_all(budget.wake_word());
             }
