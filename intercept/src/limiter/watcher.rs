@@ -87,7 +87,7 @@ fn run(limiter: &'static ProcessLimiter) {
                 config.cap_ppm,
                 config.burst,
             );
-            if rounds % LOG_EVERY == 0 {
+            if rounds.is_multiple_of(LOG_EVERY) {
                 hami_log!(
                     Level::Debug,
                     "limiter device {index}: measured {} ms, charged {} ms, estimate {} us, rate {} ppm, throttled {} ms",
