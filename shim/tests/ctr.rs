@@ -401,6 +401,80 @@ fn configured_runtime_binary_runs_every_container() {
     );
 }
 
+#[test]
+fn placement_honours_visible_devices_and_device_selection() {
+    let Some(()) = require_tools("placement_honours_visible_devices_and_device_selection") else {
+        return;
+    };
+    let lab = Lab::start(&[]);
+    let uuids = lab.write_node_ledger(3, 8 * GIB);
+    let rootfs = rootfs(&lab);
+    let placed_on = |env: Option<&str>, annotations: &[&str]| {
+        let id = unique("placed");
+        let mut args = vec!["run", "-d", "--runtime", HAMI];
+        if let Some(env) = env {
+            args.extend(["--env", env]);
+        }
+        for annotation in annotations {
+            args.extend(["--annotation", annotation]);
+        }
+        args.extend(["--rootfs", &rootfs, &id, "/bin/sleep", "3600"]);
+        let out = lab.ctr(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        let path = lab
+            .ledger_dir()
+            .join("containers")
+            .join(&id)
+            .join("limits.ledger");
+        let device = hami_ledger::limits::read(path).unwrap().devices[0]
+            .uuid
+            .clone();
+        let seen = lab.ctr_ok(&[
+            "tasks",
+            "exec",
+            "--exec-id",
+            "env",
+            &id,
+            "/bin/sh",
+            "-c",
+            "echo $NVIDIA_VISIBLE_DEVICES",
+        ]);
+        assert_eq!(seen.trim(), device, "the container sees only its device");
+        remove(&lab, &id);
+        device
+    };
+    assert_eq!(
+        placed_on(
+            Some("NVIDIA_VISIBLE_DEVICES=2"),
+            &["hami.io/gpu-memory=1Gi"]
+        ),
+        uuids[2]
+    );
+    let visible = format!("NVIDIA_VISIBLE_DEVICES={},{}", uuids[0], uuids[1]);
+    let excluded = format!("hami.io/nouse-gpuuuid={}", uuids[0]);
+    assert_eq!(
+        placed_on(Some(&visible), &["hami.io/gpu-memory=1Gi", &excluded]),
+        uuids[1]
+    );
+    let chosen = format!("hami.io/use-gpuuuid={}", uuids[1]);
+    assert_eq!(
+        placed_on(None, &["hami.io/gpu-memory=1Gi", &chosen]),
+        uuids[1]
+    );
+    let out = run(
+        &lab,
+        HAMI,
+        &["hami.io/gpu-memory=1Gi", "hami.io/use-gputype=ascend"],
+        "true",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("excluded by hami.io/use-gputype"),
+        "{stderr}"
+    );
+    assert!(lab.ledger_entries().is_empty());
+}
+
 fn task_pid(lab: &Lab, id: &str) -> i32 {
     let tasks = lab.ctr_ok(&["tasks", "ls"]);
     let line = tasks
