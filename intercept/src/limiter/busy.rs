@@ -56,38 +56,57 @@ pub enum DeviceKey {
     Index(u32),
 }
 
-/// A source of a container's busy time per device.
-pub trait BusySource: Send {
-    /// Settled busy ns the processes `pids` added on `device` since the previous call for it
-    /// (may be slightly negative from rounding; `None`: the device cannot be measured; the
-    /// first call positions the cursor and returns `Some(0)`). `kernel_ns` is the current
-    /// estimate of one kernel's length, which sets how far behind now time counts as settled.
-    fn busy_since_last(&mut self, device: &DeviceKey, pids: &[u32], kernel_ns: u64) -> Option<i64>;
+/// Settled busy time on a device over one period: the container's and everyone else's.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SettledBusy {
+    /// Busy ns of the container's processes (may be slightly negative from rounding).
+    pub own_ns: i64,
+    /// Busy ns of every other process on the device.
+    pub others_ns: i64,
+    /// Length of the settled period, ns (0 on the first call).
+    pub period_ns: u64,
 }
 
-/// Busy time of `pids` in one NVML answer for samples since `since_us`.
+/// A source of a container's busy time per device.
+pub trait BusySource: Send {
+    /// Settled busy time since the previous call for `device`, split between the processes
+    /// `pids` and the others (`None`: the device cannot be measured; the first call positions
+    /// the cursor and returns zeros). `kernel_ns` is the current estimate of one kernel's
+    /// length, which sets how far behind now time counts as settled.
+    fn busy_since_last(
+        &mut self,
+        device: &DeviceKey,
+        pids: &[u32],
+        kernel_ns: u64,
+    ) -> Option<SettledBusy>;
+}
+
+/// Busy time in one NVML answer for samples since `since_us`: `(of pids, of the others)`.
 pub fn busy_in_answer(
     samples: &[nvmlProcessUtilizationSample_t],
     pids: &[u32],
     since_us: u64,
-) -> i64 {
-    let mut ordered: Vec<&nvmlProcessUtilizationSample_t> = samples
-        .iter()
-        .filter(|s| s.timeStamp > since_us && pids.contains(&s.pid))
-        .collect();
+) -> (i64, i64) {
+    let mut ordered: Vec<&nvmlProcessUtilizationSample_t> =
+        samples.iter().filter(|s| s.timeStamp > since_us).collect();
     ordered.sort_by_key(|s| s.timeStamp);
     let mut previous: HashMap<u32, u64> = HashMap::new();
-    let mut busy_ns = 0i64;
+    let (mut own, mut others) = (0i64, 0i64);
     for sample in ordered {
         let from = previous
             .insert(sample.pid, sample.timeStamp)
             .unwrap_or(since_us)
             .max(since_us);
         let period_ns = sample.timeStamp.saturating_sub(from).saturating_mul(1_000);
-        let busy = period_ns / 100 * u64::from(sample.smUtil.min(100));
-        busy_ns = busy_ns.saturating_add(i64::try_from(busy).unwrap_or(i64::MAX));
+        let busy =
+            i64::try_from(period_ns / 100 * u64::from(sample.smUtil.min(100))).unwrap_or(i64::MAX);
+        if pids.contains(&sample.pid) {
+            own = own.saturating_add(busy);
+        } else {
+            others = others.saturating_add(busy);
+        }
     }
-    busy_ns
+    (own, others)
 }
 
 /// The lag behind now that counts as settled for kernels of `kernel_ns`.
@@ -182,8 +201,8 @@ impl NvmlBusy {
         (status == NVML_SUCCESS && !device.is_null()).then_some(device as usize)
     }
 
-    /// Busy ns of `pids` on the device `handle` in samples since `since_us`.
-    fn busy_since(&mut self, handle: usize, pids: &[u32], since_us: u64) -> i64 {
+    /// Busy ns (of `pids`, of the others) on the device `handle` in samples since `since_us`.
+    fn busy_since(&mut self, handle: usize, pids: &[u32], since_us: u64) -> (i64, i64) {
         let mut count = c_uint::try_from(self.samples.len()).unwrap_or(c_uint::MAX);
         // SAFETY: `handle` came from NVML for this device; the buffer holds `count` samples and
         // `count` is a valid in/out pointer.
@@ -196,7 +215,7 @@ impl NvmlBusy {
             )
         };
         if status != NVML_SUCCESS {
-            return 0; // NOT_FOUND / NO_DATA: nobody was busy since `since_us`
+            return (0, 0); // NOT_FOUND / NO_DATA: nobody was busy since `since_us`
         }
         let n = usize::try_from(count).unwrap_or(0).min(MAX_SAMPLES);
         busy_in_answer(&self.samples[..n], pids, since_us)
@@ -204,7 +223,12 @@ impl NvmlBusy {
 }
 
 impl BusySource for NvmlBusy {
-    fn busy_since_last(&mut self, device: &DeviceKey, pids: &[u32], kernel_ns: u64) -> Option<i64> {
+    fn busy_since_last(
+        &mut self,
+        device: &DeviceKey,
+        pids: &[u32],
+        kernel_ns: u64,
+    ) -> Option<SettledBusy> {
         let handle = match self.cursors.get(device).and_then(|c| c.handle) {
             Some(handle) => handle,
             None => {
@@ -219,7 +243,7 @@ impl BusySource for NvmlBusy {
             if let Some(cursor) = self.cursors.get_mut(device) {
                 cursor.settled_us = cursor.settled_us.max(settled_now);
             }
-            return Some(0);
+            return Some(SettledBusy::default());
         }
         // Both answers end now; their difference is the busy time in [before, now − lag).
         let from_before = self.busy_since(handle, pids, settled_before);
@@ -227,7 +251,11 @@ impl BusySource for NvmlBusy {
         if let Some(cursor) = self.cursors.get_mut(device) {
             cursor.settled_us = settled_now;
         }
-        Some(from_before - from_now)
+        Some(SettledBusy {
+            own_ns: from_before.0 - from_now.0,
+            others_ns: from_before.1 - from_now.1,
+            period_ns: settled_now.saturating_sub(settled_before) * 1_000,
+        })
     }
 }
 
@@ -248,17 +276,23 @@ mod tests {
     fn an_answer_counts_its_window_for_the_container_only() {
         // One sample per process covering the whole window, as the simulated device answers.
         let samples = [sample(7, 1_100_000, 40), sample(8, 1_100_000, 50)];
-        assert_eq!(busy_in_answer(&samples, &[7], 1_000_000), 40_000_000);
-        assert_eq!(busy_in_answer(&samples, &[7, 8], 1_000_000), 90_000_000);
+        assert_eq!(
+            busy_in_answer(&samples, &[7], 1_000_000),
+            (40_000_000, 50_000_000)
+        );
+        assert_eq!(
+            busy_in_answer(&samples, &[7, 8], 1_000_000),
+            (90_000_000, 0)
+        );
     }
 
     #[test]
     fn periodic_samples_each_cover_the_time_since_the_previous_one() {
         // A real driver samples every ~1/6 s; each sample covers the gap to the previous one.
         let samples = [sample(7, 1_200_000, 50), sample(7, 1_100_000, 100)];
-        assert_eq!(busy_in_answer(&samples, &[7], 1_000_000), 150_000_000);
+        assert_eq!(busy_in_answer(&samples, &[7], 1_000_000).0, 150_000_000);
         assert_eq!(
-            busy_in_answer(&samples, &[7], 1_100_000),
+            busy_in_answer(&samples, &[7], 1_100_000).0,
             50_000_000,
             "older ones skipped"
         );

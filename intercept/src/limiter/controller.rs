@@ -14,7 +14,8 @@
 //! The same loop learns the per-launch estimate (measured time per admitted launch, smoothed),
 //! so that between two measurements the charges are already close to the truth and the true-up
 //! stays small, and it sets the refill rate: the cap, or the whole device for a `burst`
-//! container while no other container on the device shows demand.
+//! container while no other container on the device shows demand — in the node's contention
+//! view, or as busy time of other processes in NVML's answers (which needs no host publisher).
 
 use std::collections::VecDeque;
 
@@ -24,6 +25,8 @@ use hami_ledger::compute::{Budget, Contention, PPM};
 pub const CORRECTION_GAIN_PERCENT: i128 = 50;
 /// Another container counts as wanting the device this long after its last launch.
 pub const BURST_YIELD_WINDOW_NS: u64 = 100_000_000;
+/// Other processes seen busy through NVML count as wanting the device this long.
+pub const OTHERS_BUSY_HOLD_NS: u64 = 500_000_000;
 /// Launches to observe before the per-launch estimate is updated.
 const ESTIMATE_MIN_LAUNCHES: u64 = 4;
 /// Shortest observation the per-launch estimate is updated from.
@@ -41,6 +44,8 @@ pub struct Controller {
     launch_history: VecDeque<(u64, u64)>,
     /// Whether this controller has replaced the default estimate yet.
     learned: bool,
+    /// Last instant the device showed other processes busy (NVML), 0 = never.
+    others_busy_at_ns: u64,
 }
 
 /// What one period did, for counters and tests.
@@ -65,6 +70,7 @@ impl Controller {
         budget: Budget<'_>,
         contention: Option<Contention<'_>>,
         measured_total_ns: Option<u64>,
+        others_busy: Option<bool>,
         lag_ns: u64,
         now_ns: u64,
         cap_ppm: u64,
@@ -86,9 +92,20 @@ impl Controller {
             self.learn_estimate(budget, measured_total_ns, now_ns, lag_ns);
         }
 
-        let others_want_it = contention.is_none_or(|c| {
-            c.others_demand(budget.contention_slot(), now_ns, BURST_YIELD_WINDOW_NS)
-        });
+        // Someone else wants the device if the node view shows another container's recent
+        // launches, or NVML showed other processes busy lately (also without a node view).
+        // With neither source, a burst container stays at its cap: the safe side.
+        if others_busy == Some(true) {
+            self.others_busy_at_ns = now_ns;
+        }
+        let seen_busy = self.others_busy_at_ns != 0
+            && now_ns.saturating_sub(self.others_busy_at_ns) < OTHERS_BUSY_HOLD_NS;
+        let node_demand = contention
+            .map(|c| c.others_demand(budget.contention_slot(), now_ns, BURST_YIELD_WINDOW_NS));
+        let others_want_it = match (node_demand, others_busy) {
+            (None, None) => true,
+            (node, _) => node == Some(true) || seen_busy,
+        };
         let rate = if burst && !others_want_it {
             PPM
         } else {

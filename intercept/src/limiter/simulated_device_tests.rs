@@ -107,6 +107,7 @@ fn shares(tenants: &[Tenant], warmup: Duration, window: Duration) -> Vec<f64> {
                         budget,
                         Some(contention),
                         Some(tenant.busy_ns.load(Ordering::Relaxed)),
+                        None,
                         0,
                         now,
                         tenant.config.cap_ppm,

@@ -77,11 +77,17 @@ fn run(limiter: &'static ProcessLimiter) {
                     let pids = pids.get_or_insert_with(|| limiter.container_pids());
                     nvml.busy_since_last(&device.key, pids, kernel_ns)
                 });
-            let measured = busy.map(|delta| budget.measured_ns().saturating_add_signed(delta));
+            let measured = busy.map(|b| budget.measured_ns().saturating_add_signed(b.own_ns));
+            // Other processes busy for more than 2 % of the period want the device.
+            let others_busy = busy.map(|b| {
+                let period = i64::try_from(b.period_ns).unwrap_or(i64::MAX);
+                b.period_ns > 0 && b.others_ns.saturating_mul(50) > period
+            });
             let step = controllers[index].step(
                 budget,
                 device.gate.contention(),
                 measured,
+                others_busy,
                 settle_lag_us(kernel_ns) * 1_000,
                 now,
                 config.cap_ppm,
