@@ -78,14 +78,41 @@ pub fn driver_lib_dir(root: &Path) -> PathBuf {
 
 static MACHINE: OnceLock<Machine> = OnceLock::new();
 
+/// A directory for this test process's machine under the build profile; directories left by
+/// earlier test processes that are gone are removed first (the library itself must outlive
+/// every test thread, so nothing is removed at exit).
+fn state_root() -> PathBuf {
+    let parent = profile_dir().join("fakegpu-test-state");
+    if let Ok(entries) = std::fs::read_dir(&parent) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_string_lossy()
+                .rsplit('-')
+                .next()
+                .and_then(|p| p.parse::<i32>().ok());
+            // SAFETY: kill with signal 0 only checks whether the process exists.
+            let gone = pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0);
+            if gone {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    let name = exe
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let root = parent.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("test state directory");
+    root
+}
+
 /// The machine of this test binary, created (and the library loaded) on first use.
 pub fn machine() -> &'static Machine {
     MACHINE.get_or_init(|| {
-        let root = tempfile::Builder::new()
-            .prefix("hami-fakegpu-test")
-            .tempdir()
-            .expect("tempdir")
-            .keep();
+        let root = state_root();
         let state_dir = root.join("state");
         let lib_dir = driver_lib_dir(&root);
         // SAFETY: runs once, under the OnceLock, before the simulated driver is loaded; no
