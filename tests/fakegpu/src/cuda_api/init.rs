@@ -29,23 +29,30 @@ pub unsafe extern "C" fn cuDriverGetVersion(driver_version: *mut c_int) -> CUres
     guard(|| unsafe { out(driver_version, DRIVER_VERSION) })
 }
 
+/// Why a lookup serves nothing: the driver's result code and the `symbolStatus` to report.
+type LookupFailure = (CUresult, CUdriverProcAddressQueryResult);
+
 fn lookup(
     symbol: *const c_char,
     pfn: *mut *mut c_void,
     cuda_version: c_int,
     flags: u64,
-) -> Result<(), ProcStatus> {
+) -> Result<(), LookupFailure> {
     if symbol.is_null() || pfn.is_null() {
-        return Err(ProcStatus::InvalidFlags);
+        return Err((
+            CUDA_ERROR_INVALID_VALUE,
+            CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND,
+        ));
     }
+    let failure = |status: ProcStatus| (status.result(), status.query_result());
     // SAFETY: a non-null symbol is a NUL-terminated C string by the API contract.
     let name = unsafe { CStr::from_ptr(symbol) }
         .to_str()
-        .map_err(|_| ProcStatus::SymbolNotFound)?;
-    let entry = resolve(name, cuda_version, flags)?;
+        .map_err(|_| failure(ProcStatus::SymbolNotFound))?;
+    let entry = resolve(name, cuda_version, flags).map_err(failure)?;
     let address = export_address(entry.symbol_str());
     if address.is_null() {
-        return Err(ProcStatus::SymbolNotFound);
+        return Err(failure(ProcStatus::SymbolNotFound));
     }
     // SAFETY: `pfn` is non-null and writable by the API contract.
     unsafe { *pfn = address };
@@ -66,7 +73,7 @@ pub unsafe extern "C" fn cuGetProcAddress(
             // SAFETY: non-null out-parameter; the driver clears it before looking up.
             unsafe { *pfn = std::ptr::null_mut() };
         }
-        lookup(symbol, pfn, cuda_version, flags).map_err(|status| status.result())
+        lookup(symbol, pfn, cuda_version, flags).map_err(|(result, _)| result)
     })
 }
 
@@ -88,13 +95,13 @@ pub unsafe extern "C" fn cuGetProcAddress_v2(
         let outcome = lookup(symbol, pfn, cuda_version, flags);
         let status = match outcome {
             Ok(()) => CU_GET_PROC_ADDRESS_SUCCESS,
-            Err(status) => status.query_result(),
+            Err((_, status)) => status,
         };
         if !symbol_status.is_null() {
             // SAFETY: non-null, writable by the API contract.
             unsafe { *symbol_status = status };
         }
-        outcome.map_err(|status| status.result())
+        outcome.map_err(|(result, _)| result)
     })
 }
 

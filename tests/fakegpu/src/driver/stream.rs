@@ -82,13 +82,12 @@ impl Stream {
         } else {
             queue.worker = true;
             let stream = self.clone();
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("fakegpu-stream".into())
-                .spawn(move || stream.run())
-                .map(|_| ())
-                .unwrap_or_else(|_| queue.worker = false);
-            if !queue.worker {
+                .spawn(move || stream.run());
+            if spawned.is_err() {
                 // No thread could be started: run the queue here rather than lose it.
+                queue.worker = false;
                 drop(queue);
                 self.drain_inline();
             }
