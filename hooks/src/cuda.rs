@@ -1,5 +1,7 @@
 //! The CUDA driver API: ABI types, the entry-point table and what each entry point is.
 
+#[cfg(test)]
+mod header_check;
 mod table;
 mod types;
 

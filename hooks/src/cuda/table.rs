@@ -22,9 +22,9 @@ macro_rules! cuda_entry_points {
             cuDriverGetVersion { base: cuDriverGetVersion, since: 2020, per_thread: false, kind: Other }
                 extern "C" fn(driver_version: *mut c_int) -> CUresult;
             cuGetProcAddress { base: cuGetProcAddress, since: 11030, per_thread: false, kind: Lookup }
-                extern "C" fn(symbol: *const c_char, pfn: *mut *mut c_void, cuda_version: c_int, flags: u64) -> CUresult;
+                extern "C" fn(symbol: *const c_char, pfn: *mut *mut c_void, cuda_version: c_int, flags: cuuint64_t) -> CUresult;
             cuGetProcAddress_v2 { base: cuGetProcAddress, since: 12000, per_thread: false, kind: Lookup }
-                extern "C" fn(symbol: *const c_char, pfn: *mut *mut c_void, cuda_version: c_int, flags: u64, symbol_status: *mut CUdriverProcAddressQueryResult) -> CUresult;
+                extern "C" fn(symbol: *const c_char, pfn: *mut *mut c_void, cuda_version: c_int, flags: cuuint64_t, symbol_status: *mut CUdriverProcAddressQueryResult) -> CUresult;
             cuGetErrorName { base: cuGetErrorName, since: 6000, per_thread: false, kind: Other }
                 extern "C" fn(error: CUresult, p_str: *mut *const c_char) -> CUresult;
             cuGetErrorString { base: cuGetErrorString, since: 6000, per_thread: false, kind: Other }

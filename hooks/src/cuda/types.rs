@@ -42,6 +42,10 @@ pub const CUDA_ERROR_STREAM_CAPTURE_UNMATCHED: CUresult = 903;
 pub const CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD: CUresult = 908;
 pub const CUDA_ERROR_UNKNOWN: CUresult = 999;
 
+/// `cuuint64_t` (`uint64_t`), which `cuda.h` uses in some signatures where others say
+/// `unsigned long long`; the same 64 bits, kept apart so the table reads like the header.
+pub type cuuint64_t = u64;
+
 /// A device ordinal.
 pub type CUdevice = c_int;
 /// A device address (`CUdeviceptr_v2`, 64 bits on every supported platform).
