@@ -27,8 +27,10 @@ use probe::{ProbeSample, monotonic_ns};
 use scenarios::{Check, Scenario, TenantSpec};
 use session::{FinishedTenant, Session};
 
-/// Error tolerance the convergence time is measured against, percentage points.
+/// Convergence: the 1-s share comes within this many points of the cap…
 pub const CONVERGED_WITHIN_PP: f64 = 3.0;
+/// …and then stays within this many (window-to-window noise allowed).
+pub const STAYS_WITHIN_PP: f64 = 6.0;
 /// Overshoot margin: share above cap + this many points counts as overshoot.
 pub const OVERSHOOT_MARGIN_PP: f64 = 10.0;
 const SECOND: u64 = 1_000_000_000;
@@ -102,7 +104,8 @@ pub struct TenantResult {
     pub share: f64,
     /// |share − cap| in points, for capped tenants.
     pub error_pp: Option<f64>,
-    /// Seconds from start until the 1-s share stays within ±3 points; `None`: never.
+    /// Seconds from start until the 1-s share comes within ±3 points of the cap and then
+    /// stays within ±6; `None`: never.
     pub convergence_s: Option<f64>,
     /// Longest stretch above cap + 10 points, s (250 ms windows).
     pub overshoot_s: f64,
@@ -269,7 +272,7 @@ fn evaluate(
                     tenant.started_ns,
                     end,
                     cap,
-                    CONVERGED_WITHIN_PP,
+                    (CONVERGED_WITHIN_PP, STAYS_WITHIN_PP),
                     SECOND,
                 )
                 .filter(|_| scenario.check == Check::Shares),

@@ -18,7 +18,8 @@ use hami_bench::limiter::{DeviceKind, HarnessOptions, probe, render_table, run_h
 pub struct LimiterArgs {
     #[command(subcommand)]
     role: Option<Role>,
-    /// Print one JSON object (shares, max_error_pp, convergence_s, priority_throughput_ratio…).
+    /// Print one JSON object (shares, max_error_pp, convergence_s, priority_throughput_ratio…)
+    /// on stdout, and the table on stderr.
     #[arg(long)]
     json: bool,
     /// Short scenarios (a few seconds each), as CI runs them.
@@ -108,6 +109,8 @@ pub fn run(args: LimiterArgs) -> anyhow::Result<()> {
     };
     let report = run_harness(&options).context("limiter harness")?;
     if args.json {
+        // The table goes to stderr, so one run yields both the figures and a readable view.
+        eprint!("{}", render_table(&report));
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", render_table(&report));
