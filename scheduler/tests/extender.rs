@@ -196,6 +196,37 @@ fn filter_with_node_names_fetches_inventories_and_names_why_nodes_fail() {
 }
 
 #[test]
+fn a_node_with_an_unreadable_inventory_fails_alone() {
+    let mut nodes = cluster_nodes();
+    nodes.insert(
+        "broken".into(),
+        json!({"metadata": {"name": "broken", "annotations": {"hami.io/node-nvidia-register": "not json"}}}).to_string(),
+    );
+    let api = FakeApiServer::start(nodes, HashMap::new(), vec![]);
+    let ext = Running::start(&api, NodePolicy::Ours);
+    let body = fixture("filter_node_names.json")
+        .replace(r#""cpu-only"]"#, r#""cpu-only","broken","gone"]"#);
+    let reply = ext.post("filter", &body);
+    assert_eq!(reply["NodeNames"], json!(["gpu-a", "gpu-b"]));
+    assert_eq!(reply["Error"], "");
+    let why = reply["FailedNodes"]["broken"].as_str().unwrap();
+    assert!(
+        why.contains("hami.io/node-nvidia-register") && why.contains("not a JSON device list"),
+        "{why}"
+    );
+    assert!(
+        reply["FailedNodes"]["gone"]
+            .as_str()
+            .unwrap()
+            .contains("404"),
+        "{reply}"
+    );
+    let scores = ext.post("prioritize", &body);
+    assert_eq!(scores.as_array().unwrap().len(), 5);
+    assert_eq!(scores[3], json!({"Host": "broken", "Score": 0}));
+}
+
+#[test]
 fn bind_writes_devices_and_knobs_then_creates_the_binding() {
     let api = FakeApiServer::start(cluster_nodes(), HashMap::new(), vec![]);
     let ext = Running::start(&api, NodePolicy::Ours);

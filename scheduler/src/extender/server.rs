@@ -2,6 +2,7 @@
 //! on a small synchronous server, and the bind sequence: reserve in our state, annotate
 //! the pod, create the Binding, and undo the reservation if either call fails.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,6 +26,16 @@ pub enum ServeError {
 pub struct Extender {
     state: Mutex<ExtenderState>,
     api: Arc<dyn ApiServer>,
+}
+
+/// A filter or prioritize call, read.
+struct Prepared {
+    args: ExtenderArgs,
+    demand: PodDemand,
+    /// Nodes with a known inventory.
+    names: Vec<String>,
+    /// Nodes whose inventory cannot be read, and why.
+    broken: BTreeMap<String, String>,
 }
 
 /// A reply: HTTP status and JSON body.
@@ -78,45 +89,62 @@ impl Extender {
         Ok(())
     }
 
-    /// Reads the args, refreshes node inventories, and returns the demand and node names.
-    fn prepare(
-        &self,
-        body: &str,
-    ) -> Result<(ExtenderArgs, PodDemand, Vec<String>, String), String> {
+    /// Reads the args and refreshes node inventories. A node whose inventory cannot be
+    /// read fails alone, with the reason, instead of failing the whole call.
+    fn prepare(&self, body: &str) -> Result<Prepared, String> {
         let args: ExtenderArgs =
             serde_json::from_str(body).map_err(|e| format!("cannot decode ExtenderArgs: {e}"))?;
         let demand = PodDemand::from_pod(&args.pod).map_err(|e| e.to_string())?;
-        let uid = args.pod.metadata.uid.clone().unwrap_or_default();
-        let names: Vec<String> = match (&args.nodes, &args.node_names) {
+        let mut names = Vec::new();
+        let mut broken = BTreeMap::new();
+        match (&args.nodes, &args.node_names) {
             (Some(items), _) => {
-                let mut state = self.state();
-                let mut names = Vec::new();
                 for node in &items.items {
-                    state.upsert_node(node).map_err(|e| e.to_string())?;
-                    names.extend(node.metadata.name.clone());
-                }
-                names
-            }
-            (None, Some(names)) => {
-                for name in names {
-                    if !self.state().knows_node(name)
-                        && let Ok(node) = self.api.get_node(name)
-                    {
-                        let _ = self.state().upsert_node(&node);
+                    let Some(name) = node.metadata.name.clone() else {
+                        continue;
+                    };
+                    match self.state().upsert_node(node) {
+                        Ok(()) => names.push(name),
+                        Err(e) => {
+                            broken.insert(name, e.to_string());
+                        }
                     }
                 }
-                names.clone()
             }
-            (None, None) => Vec::new(),
-        };
-        if !uid.is_empty() {
-            self.state().remember(&uid, demand.clone());
+            (None, Some(given)) => {
+                for name in given {
+                    if !self.state().knows_node(name) {
+                        let fetched = self.api.get_node(name).map_err(|e| e.to_string());
+                        let stored = fetched
+                            .and_then(|n| self.state().upsert_node(&n).map_err(|e| e.to_string()));
+                        if let Err(e) = stored {
+                            broken.insert(name.clone(), e);
+                            continue;
+                        }
+                    }
+                    names.push(name.clone());
+                }
+            }
+            (None, None) => {}
         }
-        Ok((args, demand, names, uid))
+        if let Some(uid) = args.pod.metadata.uid.as_deref().filter(|u| !u.is_empty()) {
+            self.state().remember(uid, demand.clone());
+        }
+        Ok(Prepared {
+            args,
+            demand,
+            names,
+            broken,
+        })
     }
 
     fn filter(&self, body: &str) -> Reply {
-        let (args, demand, names, _) = match self.prepare(body) {
+        let Prepared {
+            args,
+            demand,
+            names,
+            broken,
+        } = match self.prepare(body) {
             Ok(p) => p,
             Err(e) => {
                 return json(&ExtenderFilterResult {
@@ -125,7 +153,8 @@ impl Extender {
                 });
             }
         };
-        let (pass, failed) = self.state().filter(&demand, &names);
+        let (pass, mut failed) = self.state().filter(&demand, &names);
+        failed.extend(broken);
         let result = ExtenderFilterResult {
             nodes: args.nodes.as_ref().map(|items| NodeItems {
                 items: items
@@ -150,7 +179,19 @@ impl Extender {
 
     fn prioritize(&self, body: &str) -> Reply {
         match self.prepare(body) {
-            Ok((_, demand, names, _)) => json(&self.state().prioritize(&demand, &names)),
+            Ok(Prepared { demand, args, .. }) => {
+                // Every node gets a score; nodes whose inventory is unreadable get 0.
+                let all: Vec<String> = match (&args.nodes, &args.node_names) {
+                    (Some(items), _) => items
+                        .items
+                        .iter()
+                        .filter_map(|n| n.metadata.name.clone())
+                        .collect(),
+                    (None, Some(names)) => names.clone(),
+                    (None, None) => Vec::new(),
+                };
+                json(&self.state().prioritize(&demand, &all))
+            }
             // The scheduler ignores a failed prioritize; say why in the body all the same.
             Err(e) => (
                 500,
