@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
-use crate::quantity::parse_memory_bytes;
+use hami_ledger::quantity::parse_memory_bytes;
 
 /// The prefix of every annotation the shim reads.
 pub const PREFIX: &str = "hami.io/";

@@ -12,6 +12,5 @@ pub mod ledger_entry;
 pub mod placement;
 pub mod prepare;
 pub mod proxy;
-pub mod quantity;
 pub mod shim;
 pub mod spec_rewrite;
