@@ -247,6 +247,13 @@ impl<'a> Budget<'a> {
         last.saturating_add(u64::try_from(wait).unwrap_or(u64::MAX))
     }
 
+    /// Drops budget saved up beyond what is claimed (when a burst ends).
+    pub fn forfeit_unused(&self) {
+        let debited = self.word(usage_word::DEBITED).load(Ordering::Acquire);
+        self.word(usage_word::REFILLED)
+            .fetch_min(debited.max(1), Ordering::AcqRel);
+    }
+
     /// Debits device time the estimates missed (measured above estimated).
     pub fn debit_correction(&self, ns: u64) {
         self.word(usage_word::DEBITED)
@@ -723,6 +730,20 @@ mod tests {
         assert_eq!(budget.claim(2_000_000, 60_000_000_000, PPM), Admission::Go);
         assert!(matches!(
             budget.claim(1_000, 60_000_000_000, PPM),
+            Admission::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn a_forfeited_budget_makes_the_next_launch_wait() {
+        let words = cell();
+        let budget = Budget::with_depth(&words, 10_000_000);
+        budget.refill(1, PPM);
+        budget.refill(1_000_000_000, PPM);
+        assert_eq!(budget.claim(1_000, 1_000_000_000, PPM), Admission::Go);
+        budget.forfeit_unused();
+        assert!(matches!(
+            budget.claim(1_000, 1_000_000_000, PPM),
             Admission::Wait { .. }
         ));
     }

@@ -51,6 +51,19 @@ impl BusySeries {
         (self.busy_at(to_ns) - self.busy_at(from_ns)) / (to_ns - from_ns) as f64
     }
 
+    /// The start of the first interval between points in which the tenant kept the device
+    /// busy more than `min_share` of the time: when it really started running kernels, after
+    /// its process and driver start-up (`None`: it never did).
+    pub fn started_busy_ns(&self, min_share: f64) -> Option<u64> {
+        self.points
+            .windows(2)
+            .find(|pair| {
+                let ((t0, b0), (t1, b1)) = (pair[0], pair[1]);
+                (b1 - b0) as f64 > min_share * (t1 - t0) as f64
+            })
+            .map(|pair| pair[0].0)
+    }
+
     /// First and last instants of the series.
     pub fn span(&self) -> Option<(u64, u64)> {
         Some((self.points.first()?.0, self.points.last()?.0))
@@ -82,6 +95,31 @@ pub fn convergence_s(
         at += step;
     }
     settled_at.map(|t| (t - start_ns) as f64 / 1e9)
+}
+
+/// Seconds from `start_ns` to the end of the first window of `window_ns` (stepped by half a
+/// window) whose share is at most `enter`, after which every window stays at most `stay`.
+/// `None`: the share never came down for good.
+pub fn came_down_s(
+    series: &BusySeries,
+    start_ns: u64,
+    end_ns: u64,
+    (enter, stay): (f64, f64),
+    window_ns: u64,
+) -> Option<f64> {
+    let step = (window_ns / 2).max(1);
+    let mut down_at: Option<u64> = None;
+    let mut at = start_ns;
+    while at + window_ns <= end_ns {
+        let share = series.share(at, at + window_ns);
+        match down_at {
+            Some(_) if share > stay => down_at = None,
+            None if share <= enter => down_at = Some(at + window_ns),
+            _ => {}
+        }
+        at += step;
+    }
+    down_at.map(|t| (t - start_ns) as f64 / 1e9)
 }
 
 /// Longest stretch, in seconds, of consecutive `window_ns` windows in `[start_ns, end_ns]`
@@ -164,6 +202,29 @@ mod tests {
         assert_eq!(t, None, "34 % never enters ±3 points of 30 %");
         let near = series(0.9, 0.32, 2, 4);
         assert!(convergence_s(&near, 0, 4 * S, 0.3, (3.0, 6.0), S).is_some());
+    }
+
+    #[test]
+    fn a_series_starts_being_busy_where_its_share_first_rises() {
+        let mut s = BusySeries::default();
+        for (at, busy) in [(10, 0), (20, 0), (30, 1), (40, 9), (50, 15)] {
+            s.push(at, busy);
+        }
+        assert_eq!(
+            s.started_busy_ns(0.05),
+            Some(20),
+            "1 ns in 10 is start-up noise at 10 %"
+        );
+        assert_eq!(s.started_busy_ns(0.5), Some(30));
+        assert_eq!(BusySeries::default().started_busy_ns(0.05), None);
+    }
+
+    #[test]
+    fn came_down_is_the_end_of_the_first_window_below_the_band() {
+        let s = series(0.9, 0.3, 2, 6);
+        let t = came_down_s(&s, 2 * S, 6 * S, (0.35, 0.4), S / 2).expect("comes down");
+        assert!((t - 0.5).abs() < 1e-9, "down after {t} s");
+        assert_eq!(came_down_s(&s, 0, 2 * S, (0.35, 0.4), S / 2), None);
     }
 
     #[test]

@@ -65,6 +65,11 @@ pub struct SettledBusy {
     pub others_ns: i64,
     /// Length of the settled period, ns (0 on the first call).
     pub period_ns: u64,
+    /// Busy ns of the other processes in the recent, not yet settled stretch: a prompt (if
+    /// partial) sign that someone else uses the device.
+    pub others_recent_ns: i64,
+    /// Length of that stretch, ns.
+    pub recent_ns: u64,
 }
 
 /// A source of a container's busy time per device.
@@ -255,6 +260,8 @@ impl BusySource for NvmlBusy {
             own_ns: from_before.0 - from_now.0,
             others_ns: from_before.1 - from_now.1,
             period_ns: settled_now.saturating_sub(settled_before) * 1_000,
+            others_recent_ns: from_now.1,
+            recent_ns: settle_lag_us(kernel_ns) * 1_000,
         })
     }
 }

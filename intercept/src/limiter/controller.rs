@@ -2,9 +2,11 @@
 //!
 //! Launches are charged an estimate when they are admitted (the device time of a kernel is
 //! not known before it ran). One process per container, the measurer, periodically reads the
-//! container's cumulative measured busy time and trues the budget up by a fraction
-//! ([`CORRECTION_GAIN_PERCENT`]) of the gap between measured time and everything charged so
-//! far. This is an integral controller on the accounting error: the gap shrinks geometrically
+//! container's cumulative measured busy time, settled up to an instant a little in the past,
+//! and trues the budget up by a fraction ([`CORRECTION_GAIN_PERCENT`]) of the gap between that
+//! and everything charged up to the same instant (from a short history of the charge counter:
+//! comparing with the charges of *now* would turn every change of pace into a phantom error
+//! and a debt to repay later). This is an integral controller on the accounting error: the gap shrinks geometrically
 //! (halved every period at a gain of 50 %, so under 0.1 % of a step is left after 0.3 s at a
 //! 25 ms period), and in the long run the budget is debited by exactly the measured busy time,
 //! so the share equals the refill rate whatever the estimates were. Applying a fraction rather
@@ -31,7 +33,7 @@ pub const OTHERS_BUSY_HOLD_NS: u64 = 500_000_000;
 const ESTIMATE_MIN_LAUNCHES: u64 = 4;
 /// Shortest observation the per-launch estimate is updated from.
 const ESTIMATE_SPAN_NS: u64 = 250_000_000;
-/// How far back the launch history reaches (longer than any settle lag).
+/// How far back the charge history reaches (longer than any settle lag).
 const HISTORY_NS: u64 = 3_000_000_000;
 
 /// What the measurer remembers between periods for one device.
@@ -40,8 +42,8 @@ pub struct Controller {
     span_start_ns: u64,
     span_launches: u64,
     span_measured: u64,
-    /// (instant, cumulative launches) of recent periods.
-    launch_history: VecDeque<(u64, u64)>,
+    /// (instant, cumulative launches, cumulative estimated charge) of recent periods.
+    history: VecDeque<(u64, u64, u64)>,
     /// Whether this controller has replaced the default estimate yet.
     learned: bool,
     /// Last instant the device showed other processes busy (NVML), 0 = never.
@@ -77,9 +79,29 @@ impl Controller {
         burst: bool,
     ) -> Step {
         let mut step = Step::default();
-        if let Some(measured_total_ns) = measured_total_ns {
+        self.history
+            .push_back((now_ns, budget.launches(), budget.estimated_total_ns()));
+        while self
+            .history
+            .front()
+            .is_some_and(|&(t, _, _)| now_ns.saturating_sub(t) > HISTORY_NS)
+        {
+            self.history.pop_front();
+        }
+        // Measured time is settled `lag_ns` behind now: compare it with what was charged up
+        // to that same instant, or every change of pace would look like an error.
+        let settled_at = now_ns.saturating_sub(lag_ns);
+        let settled = self
+            .history
+            .iter()
+            .rev()
+            .find(|&&(t, _, _)| t <= settled_at)
+            .copied();
+        if let (Some(measured_total_ns), Some((_, launches, estimated))) =
+            (measured_total_ns, settled)
+        {
             budget.set_measured_ns(measured_total_ns);
-            let charged = i128::from(budget.estimated_total_ns()) + budget.net_correction_ns();
+            let charged = i128::from(estimated) + budget.net_correction_ns();
             let gap = i128::from(measured_total_ns) - charged;
             let correction = gap * CORRECTION_GAIN_PERCENT / 100;
             if correction > 0 {
@@ -89,7 +111,7 @@ impl Controller {
                     budget.credit_correction(u64::try_from(-correction).unwrap_or(u64::MAX));
             }
             step.correction_ns = correction;
-            self.learn_estimate(budget, measured_total_ns, now_ns, lag_ns);
+            self.learn_estimate(budget, measured_total_ns, launches, settled_at);
         }
 
         // Someone else wants the device if the node view shows another container's recent
@@ -111,40 +133,30 @@ impl Controller {
         } else {
             cap_ppm
         };
-        step.wake |= budget.set_rate_ppm(rate);
+        let previous_rate = budget.rate_ppm(cap_ppm);
+        if budget.set_rate_ppm(rate) {
+            step.wake = true;
+            if rate < previous_rate {
+                // Time saved up while bursting was spare capacity, not a debt to repay: the
+                // neighbour that ended the burst gets the device at once.
+                budget.forfeit_unused();
+            }
+        }
         step.rate_ppm = rate;
         step
     }
 
     /// Learns the per-launch estimate as measured busy time per launch over spans of at least
-    /// [`ESTIMATE_SPAN_NS`]. Measured time is settled `lag_ns` behind now, so launches are
-    /// counted over the same shifted span (from a short history of the launch counter);
-    /// comparing busy time with launches of another moment would make a throttled span look
-    /// like long kernels and an unthrottled one like short kernels, and the estimate swing.
+    /// [`ESTIMATE_SPAN_NS`], both taken at the settled instant: comparing busy time with the
+    /// launches of another moment would make a throttled span look like long kernels and an
+    /// unthrottled one like short kernels, and the estimate swing.
     fn learn_estimate(
         &mut self,
         budget: Budget<'_>,
         measured_total_ns: u64,
-        now_ns: u64,
-        lag_ns: u64,
+        launches: u64,
+        settled_at: u64,
     ) {
-        self.launch_history.push_back((now_ns, budget.launches()));
-        while self
-            .launch_history
-            .front()
-            .is_some_and(|&(t, _)| now_ns.saturating_sub(t) > HISTORY_NS)
-        {
-            self.launch_history.pop_front();
-        }
-        let settled_at = now_ns.saturating_sub(lag_ns);
-        let Some(&(_, launches)) = self
-            .launch_history
-            .iter()
-            .rev()
-            .find(|&&(t, _)| t <= settled_at)
-        else {
-            return;
-        };
         if self.span_start_ns == 0 {
             self.span_start_ns = settled_at;
             self.span_launches = launches;

@@ -78,10 +78,11 @@ fn run(limiter: &'static ProcessLimiter) {
                     nvml.busy_since_last(&device.key, pids, kernel_ns)
                 });
             let measured = busy.map(|b| budget.measured_ns().saturating_add_signed(b.own_ns));
-            // Other processes busy for more than 2 % of the period want the device.
+            // Other processes busy for more than 2 % of the recent stretch want the device: the
+            // unsettled answer is partial, but any busy time in it is a prompt sign.
             let others_busy = busy.map(|b| {
-                let period = i64::try_from(b.period_ns).unwrap_or(i64::MAX);
-                b.period_ns > 0 && b.others_ns.saturating_mul(50) > period
+                let recent = i64::try_from(b.recent_ns).unwrap_or(i64::MAX);
+                b.recent_ns > 0 && b.others_recent_ns.saturating_mul(50) > recent
             });
             let step = controllers[index].step(
                 budget,
