@@ -9,6 +9,7 @@
 //! the probe's per-process busy time into shares, convergence and overshoot ([`metrics`]).
 //! The limiter's own counters are never used: the truth is what the device measured.
 
+pub mod hot_path;
 pub mod metrics;
 pub mod probe;
 pub mod scenarios;
@@ -143,6 +144,8 @@ pub struct LimiterReport {
     pub priority_throughput_ratio: Option<f64>,
     pub burst_alone_share: Option<f64>,
     pub burst_fallback_s: Option<f64>,
+    /// What admitting a launch costs with budget available (ns per call, medians).
+    pub hot_path: hot_path::HotPathCost,
 }
 
 /// Runs the selected scenarios and gathers the report.
@@ -195,6 +198,7 @@ fn summarize(options: &HarnessOptions, scenarios: Vec<ScenarioResult>) -> Limite
         priority_throughput_ratio: first(|s| s.priority_throughput_ratio),
         burst_alone_share: first(|s| s.burst_alone_share),
         burst_fallback_s: first(|s| s.burst_fallback_s),
+        hot_path: hot_path::measure(),
         scenarios,
     }
 }
@@ -418,6 +422,12 @@ pub fn render_table(report: &LimiterReport) -> String {
             ));
         }
     }
+    let cost = &report.hot_path;
+    out.push_str(&format!(
+        "admitting a launch with budget available: {:.1} ns ({:.1} ns with two threads on one \
+         cell), of which {:.1} ns is the clock read\n",
+        cost.admit_ns, cost.admit_contended_ns, cost.clock_ns
+    ));
     out.push_str(&format!(
         "max error {:.2} pp, convergence {}, longest overshoot {:.2}s\n",
         report.max_error_pp,
