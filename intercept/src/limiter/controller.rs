@@ -184,3 +184,72 @@ impl Controller {
         self.span_measured = measured_total_ns;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use hami_ledger::compute::{Budget, COMPUTE_WORDS, PPM};
+
+    use super::Controller;
+
+    const MS: u64 = 1_000_000;
+
+    /// Exact estimates, a measurement that trails by `lag`, and a change of pace: the true-up
+    /// must find nothing to correct (comparing with current charges would credit the lag's
+    /// worth of launches while fast and claw it back as a debt when the pace drops).
+    #[test]
+    fn a_change_of_pace_under_a_lagging_measurement_creates_no_debt() {
+        let cell: [AtomicU64; COMPUTE_WORDS] = std::array::from_fn(|_| AtomicU64::new(0));
+        let budget = Budget::with_depth(&cell, u64::MAX / 4);
+        budget.set_launch_estimate_ns(MS);
+        let lag = 100 * MS;
+        let mut controller = Controller::default();
+        let mut charged_history: Vec<(u64, u64)> = Vec::new();
+        let mut worst = 0i128;
+        for period in 1..=120u64 {
+            let now = period * 25 * MS;
+            let launches = if now < 1_500 * MS { 25 } else { 5 };
+            for _ in 0..launches {
+                let _ = budget.claim(MS, now, PPM);
+            }
+            charged_history.push((now, budget.estimated_total_ns()));
+            let measured = charged_history
+                .iter()
+                .rev()
+                .find(|&&(t, _)| t + lag <= now)
+                .map_or(0, |&(_, total)| total);
+            controller.step(budget, None, Some(measured), None, lag, now, PPM / 2, false);
+            worst = worst.max(budget.net_correction_ns().abs());
+        }
+        assert!(worst <= i128::from(MS), "phantom correction of {worst} ns");
+        assert_eq!(budget.launch_estimate_ns(), MS, "the estimate stays exact");
+    }
+
+    /// Kernels twice as long as charged: the true-up debits the missing time, and the
+    /// estimate learns the real length.
+    #[test]
+    fn underestimated_kernels_are_debited_and_learned() {
+        let cell: [AtomicU64; COMPUTE_WORDS] = std::array::from_fn(|_| AtomicU64::new(0));
+        let budget = Budget::with_depth(&cell, u64::MAX / 4);
+        budget.set_launch_estimate_ns(MS);
+        let mut controller = Controller::default();
+        let mut measured = 0;
+        for period in 1..=80u64 {
+            let now = period * 25 * MS;
+            for _ in 0..10 {
+                let _ = budget.claim(budget.launch_estimate_ns(), now, PPM);
+                measured += 2 * MS;
+            }
+            controller.step(budget, None, Some(measured), None, 0, now, PPM / 2, false);
+        }
+        let charged = i128::from(budget.estimated_total_ns()) + budget.net_correction_ns();
+        let gap = i128::from(measured) - charged;
+        assert!(gap.abs() <= i128::from(2 * MS), "{gap} ns left uncorrected");
+        let estimate = budget.launch_estimate_ns();
+        assert!(
+            (19 * MS / 10..=21 * MS / 10).contains(&estimate),
+            "estimate {estimate}"
+        );
+    }
+}
