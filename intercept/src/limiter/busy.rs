@@ -23,7 +23,10 @@
 use std::collections::HashMap;
 use std::ffi::{CString, c_uint, c_ulonglong};
 
-use hami_hooks::nvml::{NVML_SUCCESS, nvmlDevice_t, nvmlProcessUtilizationSample_t, nvmlReturn_t};
+use hami_hooks::nvml::{
+    NVML_ERROR_NO_DATA, NVML_ERROR_NOT_FOUND, NVML_SUCCESS, nvmlDevice_t,
+    nvmlProcessUtilizationSample_t, nvmlReturn_t,
+};
 
 use crate::resolve::library::{DriverLibrary, lookup};
 
@@ -206,8 +209,9 @@ impl NvmlBusy {
         (status == NVML_SUCCESS && !device.is_null()).then_some(device as usize)
     }
 
-    /// Busy ns (of `pids`, of the others) on the device `handle` in samples since `since_us`.
-    fn busy_since(&mut self, handle: usize, pids: &[u32], since_us: u64) -> (i64, i64) {
+    /// Busy ns (of `pids`, of the others) on the device `handle` in samples since `since_us`;
+    /// `None` when NVML cannot answer (as opposed to having nothing to report).
+    fn busy_since(&mut self, handle: usize, pids: &[u32], since_us: u64) -> Option<(i64, i64)> {
         let mut count = c_uint::try_from(self.samples.len()).unwrap_or(c_uint::MAX);
         // SAFETY: `handle` came from NVML for this device; the buffer holds `count` samples and
         // `count` is a valid in/out pointer.
@@ -219,11 +223,16 @@ impl NvmlBusy {
                 since_us,
             )
         };
-        if status != NVML_SUCCESS {
-            return (0, 0); // NOT_FOUND / NO_DATA: nobody was busy since `since_us`
+        match status {
+            NVML_SUCCESS => {}
+            // Nothing ran since `since_us`.
+            NVML_ERROR_NOT_FOUND | NVML_ERROR_NO_DATA => return Some((0, 0)),
+            // Not supported, no permission, GPU lost…: a measurement of zero would hand the
+            // whole budget back, so there is no measurement.
+            _ => return None,
         }
         let n = usize::try_from(count).unwrap_or(0).min(MAX_SAMPLES);
-        busy_in_answer(&self.samples[..n], pids, since_us)
+        Some(busy_in_answer(&self.samples[..n], pids, since_us))
     }
 }
 
@@ -251,8 +260,8 @@ impl BusySource for NvmlBusy {
             return Some(SettledBusy::default());
         }
         // Both answers end now; their difference is the busy time in [before, now − lag).
-        let from_before = self.busy_since(handle, pids, settled_before);
-        let from_now = self.busy_since(handle, pids, settled_now);
+        let from_before = self.busy_since(handle, pids, settled_before)?;
+        let from_now = self.busy_since(handle, pids, settled_now)?;
         if let Some(cursor) = self.cursors.get_mut(device) {
             cursor.settled_us = settled_now;
         }
