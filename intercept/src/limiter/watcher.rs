@@ -21,6 +21,8 @@ use hami_ledger::compute::PPM;
 pub const PERIOD: Duration = Duration::from_millis(25);
 /// Periods between two debug lines (`HAMI_LOG=debug`): one a second.
 const LOG_EVERY: u64 = 40;
+/// A container that launched nothing for this long is not measured until it launches again.
+const IDLE_NS: u64 = 2_000_000_000;
 /// How long a measurer's lease lasts without renewal.
 pub const LEASE_NS: u64 = 250_000_000;
 
@@ -67,6 +69,11 @@ fn run(limiter: &'static ProcessLimiter) {
             }
             let budget = device.gate.budget();
             if !budget.hold_measurer_lease(pid, now, LEASE_NS) {
+                continue;
+            }
+            if now.saturating_sub(budget.last_demand_ns()) > IDLE_NS {
+                // Nothing launched lately: nothing to measure or correct, and NVML queries are
+                // not free on a real GPU. The cursor resumes where it stopped.
                 continue;
             }
             let kernel_ns = budget.launch_estimate_ns();
