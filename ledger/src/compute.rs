@@ -14,8 +14,8 @@
 //! Waiters therefore queue in the order they claimed, each one knows exactly how long it has to
 //! wait (`(claim end − refilled) / rate`), and nobody has to be woken to hand budget on: the
 //! deadline is computed, not polled. Refill is lazy: whoever launches first after the clock moved
-//! credits `elapsed × rate` (one CAS on `REFILL_AT` decides who). `REFILLED` is never allowed to
-//! run more than `depth` ahead of `DEBITED`, which bounds a burst after idleness.
+//! credits `elapsed × rate` (one CAS on `REFILL_AT` decides who). Time refills never take
+//! `REFILLED` more than `depth` ahead of `DEBITED`, which bounds a burst after idleness.
 //!
 //! The charge made at launch is an estimate. The limiter's measurer later learns the real busy
 //! time and trues the budget up (`debit_correction` / `credit_correction`), so over any long run
@@ -39,12 +39,15 @@ use thiserror::Error;
 /// Words per compute cell (both kinds), fixed by the ledger layout.
 pub const COMPUTE_WORDS: usize = 16;
 
+const _: () = assert!(size_of::<crate::ComputeCell>() == COMPUTE_WORDS * 8);
+const _: () = assert!(size_of::<crate::DeviceContention>() == COMPUTE_WORDS * 8);
+
 /// Parts per million of wall time: the unit of rates (`1_000_000` = the whole device).
 pub const PPM: u64 = 1_000_000;
 
 /// Default bound on how far the budget may run ahead of use: enough device time to make up
-/// for a waiter that a loaded CPU woke late, little enough to stay invisible at the quarter
-/// second scale.
+/// for a waiter that a loaded CPU woke late, small next to the second-scale windows a cap is
+/// judged on (at most 10 points of one half-second window).
 pub const DEFAULT_DEPTH_NS: u64 = 50_000_000;
 
 /// Longest idle gap credited in one refill; beyond it the bucket is full anyway.
