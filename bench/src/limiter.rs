@@ -146,6 +146,8 @@ pub struct LimiterReport {
     pub burst_fallback_s: Option<f64>,
     /// What admitting a launch costs with budget available (ns per call, medians).
     pub hot_path: hot_path::HotPathCost,
+    /// How late a throttled launch wakes, µs.
+    pub wake_latency: hot_path::WakeLatency,
 }
 
 /// Runs the selected scenarios and gathers the report.
@@ -199,6 +201,7 @@ fn summarize(options: &HarnessOptions, scenarios: Vec<ScenarioResult>) -> Limite
         burst_alone_share: first(|s| s.burst_alone_share),
         burst_fallback_s: first(|s| s.burst_fallback_s),
         hot_path: hot_path::measure(),
+        wake_latency: hot_path::measure_wake(),
         scenarios,
     }
 }
@@ -427,6 +430,12 @@ pub fn render_table(report: &LimiterReport) -> String {
         "admitting a launch with budget available: {:.1} ns ({:.1} ns with two threads on one \
          cell), of which {:.1} ns is the clock read\n",
         cost.admit_ns, cost.admit_contended_ns, cost.clock_ns
+    ));
+    let wake = &report.wake_latency;
+    out.push_str(&format!(
+        "a throttled launch wakes {:.0} us (p99 {:.0} us) after its deadline, {:.0} us (p99 {:.0} \
+         us) after a wake-up\n",
+        wake.deadline_p50_us, wake.deadline_p99_us, wake.woken_p50_us, wake.woken_p99_us
     ));
     out.push_str(&format!(
         "max error {:.2} pp, convergence {}, longest overshoot {:.2}s\n",

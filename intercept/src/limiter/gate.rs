@@ -10,9 +10,8 @@
 //! normal-priority container yields to a high-priority one for at most [`MAX_YIELD_NS`] per
 //! launch, so a capped rank of a collective is slowed, never stopped.
 
+use hami_ledger::compute::futex::{TightTimerSlack, futex_value, monotonic_ns, wait_until};
 use hami_ledger::compute::{Admission, Budget, Contention, PPM};
-
-use super::futex::{TightTimerSlack, futex_value, monotonic_ns, wait_until};
 
 /// Longest a single launch waits for budget: a cap delays launches, it never blocks them.
 pub const MAX_WAIT_NS: u64 = 2_000_000_000;

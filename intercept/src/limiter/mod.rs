@@ -33,7 +33,6 @@
 
 pub mod busy;
 pub mod controller;
-pub mod futex;
 pub mod gate;
 pub mod process;
 pub mod watcher;

@@ -11,10 +11,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use hami_ledger::compute::futex::{monotonic_ns, wake_all};
 use hami_ledger::compute::{Budget, COMPUTE_WORDS, ContentionCell, ContentionSlot, PPM};
 
 use super::controller::Controller;
-use super::futex::{monotonic_ns, wake_all};
 use super::gate::{DeviceGate, GateConfig, percent_to_ppm};
 
 const PERIOD: Duration = Duration::from_millis(25);

@@ -9,13 +9,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hami_ledger::compute::PPM;
+use hami_ledger::compute::futex::{monotonic_ns, wake_all};
+
 use super::busy::{BusySource, NvmlBusy, settle_lag_us};
 use super::controller::Controller;
-use super::futex::{monotonic_ns, wake_all};
 use super::process::ProcessLimiter;
 use crate::hami_log;
 use crate::log::Level;
-use hami_ledger::compute::PPM;
 
 /// Measurement period.
 pub const PERIOD: Duration = Duration::from_millis(25);
