@@ -8,12 +8,14 @@ use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use hami_ledger::paths::{ENV_LIMITS, ENV_NODE, ENV_USAGE, LedgerDir};
 use hami_ledger::{
-    ComputePolicy, ContainerLimits, DeviceInfo, DeviceLimit, Priority, UsageLedger, limits,
+    ComputePolicy, ContainerLimits, DeviceInfo, DeviceLimit, NodeLedger, Priority, UsageLedger,
+    compute, limits,
 };
 
 /// Environment variable that names libhami.so when it is not next to the `hami` executable.
@@ -135,8 +137,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let uuids: Vec<&str> = chosen.iter().map(|d| d.uuid.as_str()).collect();
         command.env("CUDA_VISIBLE_DEVICES", uuids.join(","));
     }
-    let status = wait_ignoring_interrupts(command)
-        .with_context(|| format!("starting {:?}", args.command[0]))?;
+    // Host side, like the shim: publish the container's demand and priority to the node part,
+    // which the container itself may only read (the compute limiter's priority and burst view).
+    let node = NodeLedger::open_writable(&node_path)
+        .with_context(|| format!("opening {}", node_path.display()))?;
+    let usage = UsageLedger::attach(&entry.usage)
+        .with_context(|| format!("attaching {}", entry.usage.display()))?;
+    let stop = AtomicBool::new(false);
+    let status = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            if let Err(error) = compute::publish_contention(&node, &usage, &limits, &stop) {
+                eprintln!("hami run: compute priority is not published: {error}");
+            }
+        });
+        let status = wait_ignoring_interrupts(command);
+        stop.store(true, Ordering::Relaxed);
+        status
+    })
+    .with_context(|| format!("starting {:?}", args.command[0]))?;
 
     if args.keep {
         eprintln!("hami run: ledger entry kept in {}", entry.dir.display());

@@ -119,8 +119,6 @@ fn high_priority_keeps_its_throughput_when_the_host_publishes_contention() {
 }
 
 #[test]
-#[ignore = "needs `hami run` to run the host contention publisher \
-            (hami_ledger::compute::publish_contention); run with --ignored once it does"]
 fn high_priority_keeps_its_throughput_under_hami_run_alone() {
     let report = limiter_report(&["priority"]);
     let ratio = report["priority_throughput_ratio"]
