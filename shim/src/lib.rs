@@ -7,6 +7,7 @@
 pub mod annotations;
 pub mod backend;
 pub mod config;
+pub mod contention;
 pub mod inventory;
 pub mod ledger_entry;
 pub mod placement;

@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::annotations::{self, AnnotationError, GpuRequest};
 use crate::config::{ConfigError, ShimConfig};
+use crate::contention::ContentionPublishers;
 use crate::inventory::{self, InventoryError};
 use crate::ledger_entry::{
     self, EntryError, EntryPaths, LIBRARY_IN_CONTAINER, LIMITS_IN_CONTAINER, NODE_IN_CONTAINER,
@@ -74,7 +75,9 @@ impl PlacementLock {
 
 /// Prepares containers with the node's ledger, configured by `/etc/hami/shim.toml`.
 #[derive(Debug, Default)]
-pub struct LedgerPreparer;
+pub struct LedgerPreparer {
+    publishers: ContentionPublishers,
+}
 
 impl LedgerPreparer {
     fn prepare_container(
@@ -109,6 +112,7 @@ impl LedgerPreparer {
             let _ = ledger_entry::remove_entry(&config.ledger_dir, id);
             return Err(e.into());
         }
+        self.publishers.start(id, &config.ledger_dir, &paths);
         log::info!(
             "container {id}: capped on {:?}, prepared in {:?}",
             placed.iter().map(|p| &p.uuid).collect::<Vec<_>>(),
@@ -232,6 +236,7 @@ impl ContainerPreparer for LedgerPreparer {
     }
 
     fn release(&self, id: &str) {
+        self.publishers.stop(id);
         let root = ShimConfig::load().unwrap_or_default().ledger_dir;
         if let Err(e) = ledger_entry::remove_entry(&root, id) {
             log::warn!("container {id}: {e}");

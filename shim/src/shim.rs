@@ -138,7 +138,12 @@ impl containerd_shim::Shim for HamiShim {
         let address = std::env::var(BACKEND_ADDRESS_ENV).unwrap_or_default();
         let backend = BackendClient::new(address.clone());
         let on_bundle = Box::new(move |bundle: &Path| record_backend_address(bundle, &address));
-        ProxyTask::new(backend, LedgerPreparer, self.exit.clone(), on_bundle)
+        ProxyTask::new(
+            backend,
+            LedgerPreparer::default(),
+            self.exit.clone(),
+            on_bundle,
+        )
     }
 }
 
