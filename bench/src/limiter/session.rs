@@ -82,9 +82,6 @@ impl Session {
             DeviceKind::Simulated => {
                 let state = dirs.path().join("device");
                 crate::sim_env::simulated_device_env(&options.hami, &state, &[])?
-                    .into_iter()
-                    .map(|(name, value)| (name, shell_value(&value)))
-                    .collect()
             }
             DeviceKind::Real => Vec::new(),
         };
@@ -248,18 +245,6 @@ impl Drop for Session {
     }
 }
 
-/// The literal part of an exported value: `'dir'${VAR:+:$VAR}` (an append to a variable the
-/// harness does not set) becomes `dir`; a plain value is kept.
-fn shell_value(value: &str) -> String {
-    match value
-        .strip_prefix('\'')
-        .and_then(|rest| rest.split_once('\''))
-    {
-        Some((literal, _)) => literal.to_owned(),
-        None => value.to_owned(),
-    }
-}
-
 fn worker_args(spec: &TenantSpec) -> Vec<String> {
     let w = &spec.worker;
     let mut args = vec![
@@ -326,16 +311,4 @@ fn finish_tenant(label: &str, mut tenant: RunningTenant) -> Result<FinishedTenan
         report,
         started_ns: tenant.started_ns,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn exported_values_lose_their_shell_suffix() {
-        assert_eq!(
-            super::shell_value("'/tmp/d/lib'${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"),
-            "/tmp/d/lib"
-        );
-        assert_eq!(super::shell_value("17179869184"), "17179869184");
-    }
 }
