@@ -141,8 +141,15 @@ fn run_load(args: LoadArgs) -> anyhow::Result<()> {
     let started = WorkerStarted {
         pid: std::process::id(),
     };
-    println!("{}", serde_json::to_string(&started)?);
+    emit_line(&serde_json::to_string(&started)?);
     let report = run_worker(&spec).context("launching kernels")?;
-    println!("{}", serde_json::to_string(&report)?);
+    emit_line(&serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// Writes one line for the harness; a harness that stopped listening is no error of the load.
+fn emit_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }

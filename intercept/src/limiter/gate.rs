@@ -10,7 +10,9 @@
 //! normal-priority container yields to a high-priority one for at most [`MAX_YIELD_NS`] per
 //! launch, so a capped rank of a collective is slowed, never stopped.
 
-use hami_ledger::compute::futex::{TightTimerSlack, futex_value, monotonic_ns, wait_until};
+use hami_ledger::compute::futex::{
+    TightTimerSlack, coarse_monotonic_ns, futex_value, monotonic_ns, wait_until,
+};
 use hami_ledger::compute::{Admission, Budget, Contention, PPM};
 
 /// Longest a single launch waits for budget: a cap delays launches, it never blocks them.
@@ -79,15 +81,23 @@ impl<'a> DeviceGate<'a> {
     /// Admits one launch, waiting as long as the cap (and priority) requires.
     pub fn admit(&self) -> Passage {
         let mut passage = Passage::default();
-        let mut now = monotonic_ns();
+        let uncapped = self.config.cap_ppm >= PPM;
+        // Uncapped launches only feed windows of tens of ms (demand, priority), so they read the
+        // cheap coarse clock; the budget of a capped one needs the precise clock.
+        let clock = if uncapped {
+            coarse_monotonic_ns
+        } else {
+            monotonic_ns
+        };
+        let mut now = clock();
         if !self.config.high_priority {
             passage.yielded_ns = self.yield_to_high_priority(now);
             if passage.yielded_ns > 0 {
-                now = monotonic_ns();
+                now = clock();
             }
         }
-        if self.config.cap_ppm >= PPM {
-            // Uncapped: only make the demand visible to burst and low-priority neighbours.
+        if uncapped {
+            // Only make the demand visible to burst and low-priority neighbours.
             self.budget.mark_demand(now);
             return passage;
         }
