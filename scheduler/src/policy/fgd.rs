@@ -3,8 +3,9 @@
 //! Both score a node by how much placing the task raises the node's expected
 //! fragmentation F_n(M). FGD squashes the change through a sigmoid and truncates it to
 //! 0..100 as the artifact does, so changes within ~40 milli-device tie and the tie goes to
-//! a random node order. Ours adds memory to the measure and a packing tie-break (see
-//! [`Scorer::ours`]).
+//! a random node order. Ours measures memory, idle devices stranded by CPU and memory, and
+//! scarce hosts too (see [`Scorer::ours`]); the scheduler adds its reservation for rare
+//! multi-device classes to the change before quantising it.
 
 use std::collections::HashMap;
 
@@ -32,6 +33,8 @@ pub struct FragScore {
     pub primary: f64,
     /// Breaks ties of `primary`; higher is better.
     pub secondary: f64,
+    /// The unquantised fragmentation change of the chosen placement (FGD and ours).
+    pub raw: f64,
     /// The device chosen for a single-device task, when the score depends on it.
     pub device: Option<u16>,
 }
@@ -92,10 +95,11 @@ impl Scorer {
 
     /// The FGD score (artifact-faithful, integer 0..100) of placing `request` on `node`.
     pub fn fgd(&mut self, node: &NodeState, request: &Request) -> FragScore {
-        let (delta, device) = self.best_delta(node, request, quantise);
+        let (delta, device, raw) = self.best_delta(node, request, quantise);
         FragScore {
             primary: delta,
             secondary: 0.0,
+            raw,
             device,
         }
     }
@@ -109,7 +113,10 @@ impl Scorer {
     /// gone. FGD's measure counts every idle device of a node as usable by a class as
     /// soon as one task of it fits, so it does not see a CPU-only or sharing task
     /// stranding the idle devices next to it; ours counts only the idle devices that as
-    /// many whole-device tasks as the node's free CPU and memory can host would use. And
+    /// many whole-device tasks as the node's free CPU and memory can host would use, with
+    /// a weight of [`crate::frag::CAPACITY_WEIGHT`] (at full weight it traded the
+    /// sub-device remainders that decide sharing- and multi-device-heavy traces for
+    /// stranded devices, and lost to FGD there). And
     /// FGD weighs a class by its frequency only, so a class that fits few nodes (a GPU
     /// model constraint, a large CPU or memory demand) loses its nodes to tasks that could
     /// have gone anywhere; ours weighs it by how scarce its nodes are. The quantisation
@@ -117,22 +124,24 @@ impl Scorer {
     /// unallocated against 4.8 %), its deterministic choices concentrate load that the
     /// truncation's random ties spread.
     pub fn ours(&mut self, node: &NodeState, request: &Request) -> FragScore {
-        let (delta, device) = self.best_delta(node, request, quantise);
+        let (delta, device, raw) = self.best_delta(node, request, quantise);
         FragScore {
             primary: delta,
             secondary: 0.0,
+            raw,
             device,
         }
     }
 
     /// The best (largest) `transform(F_n − F_n')` over the device choices of the request,
-    /// and the device for single-device tasks (the lowest index among the best).
+    /// the device for single-device tasks (the lowest index among the best), and the
+    /// untransformed change of that choice.
     fn best_delta(
         &mut self,
         node: &NodeState,
         request: &Request,
         transform: impl Fn(f64) -> f64,
-    ) -> (f64, Option<u16>) {
+    ) -> (f64, Option<u16>, f64) {
         let model = node.spec.model;
         let before = self.fragmentation(
             node.cpu_free,
@@ -144,7 +153,7 @@ impl Scorer {
         let memory_after = node.memory_free.saturating_sub(request.memory_mib);
         let mut free = node.device_free_milli.clone();
         if request.device_count == 1 && !request.is_whole_device() {
-            let mut best: Option<(f64, u16)> = None;
+            let mut best: Option<(f64, u16, f64)> = None;
             for g in 0..node.device_count() {
                 if !device_fits(node, g, request) {
                     continue;
@@ -153,11 +162,14 @@ impl Scorer {
                 let after = self.fragmentation(cpu_after, memory_after, &free, model);
                 free[g] += request.milli_per_device;
                 let score = transform(before - after);
-                if best.is_none_or(|(s, _)| score > s) {
-                    best = Some((score, u16::try_from(g).unwrap_or(u16::MAX)));
+                if best.is_none_or(|(s, _, _)| score > s) {
+                    best = Some((score, u16::try_from(g).unwrap_or(u16::MAX), before - after));
                 }
             }
-            return best.map_or((f64::NEG_INFINITY, None), |(s, g)| (s, Some(g)));
+            return best.map_or(
+                (f64::NEG_INFINITY, None, f64::NEG_INFINITY),
+                |(s, g, raw)| (s, Some(g), raw),
+            );
         }
         let mut fitting: Vec<usize> = (0..node.device_count())
             .filter(|&g| device_fits(node, g, request))
@@ -171,12 +183,12 @@ impl Scorer {
             };
         }
         let after = self.fragmentation(cpu_after, memory_after, &free, model);
-        (transform(before - after), None)
+        (transform(before - after), None, before - after)
     }
 }
 
 /// The artifact's score of a fragmentation change: ⌊100 · σ(Δ / 1000)⌋.
-fn quantise(delta: f64) -> f64 {
+pub(super) fn quantise(delta: f64) -> f64 {
     (100.0 * (1.0 / (1.0 + (-delta / 1000.0).exp()))).floor()
 }
 
@@ -212,7 +224,6 @@ mod tests {
 
     fn workload_of(milli: u32) -> TargetWorkload {
         TargetWorkload {
-            capacity_aware: false,
             classes: vec![WorkloadClass {
                 cpu_milli: 1000,
                 milli,
@@ -221,6 +232,7 @@ mod tests {
                 memory_mib: 0,
                 probability: 1.0,
             }],
+            ..TargetWorkload::default()
         }
     }
 
@@ -243,7 +255,6 @@ mod tests {
         // Four idle devices and CPU for four 1-device tasks of 8 cores. A CPU-only task of
         // 16 cores leaves CPU for two: FGD sees no change, ours sees two devices stranded.
         let whole = TargetWorkload {
-            capacity_aware: false,
             classes: vec![WorkloadClass {
                 cpu_milli: 8000,
                 milli: 1000,
@@ -252,18 +263,16 @@ mod tests {
                 memory_mib: 0,
                 probability: 1.0,
             }],
+            ..TargetWorkload::default()
         };
         let mut n = node(&[1000, 1000, 1000, 1000]);
         n.cpu_free = 32_000;
         let cpu_task = Request::cpu_only(16_000, 0);
         assert_eq!(Scorer::new(whole.clone()).fgd(&n, &cpu_task).primary, 50.0);
-        // F goes from 0 to 2000 (two of four idle devices unusable): ⌊100·σ(−2)⌋ = 11.
-        assert_eq!(
-            Scorer::new(whole.capacity_aware())
-                .ours(&n, &cpu_task)
-                .primary,
-            11.0
-        );
+        // Two of four idle devices stranded, weighted 0.1: F goes from 0 to 200,
+        // ⌊100·σ(−0.2)⌋ = 45.
+        let ours = Scorer::new(whole.capacity_aware()).ours(&n, &cpu_task);
+        assert_eq!((ours.primary, ours.raw), (45.0, -200.0));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod baselines;
 mod fgd;
 mod kind;
+mod reserve;
 
 pub use fgd::{FragScore, Scorer};
 pub use kind::{NodePolicy, PolicyNameError};
@@ -16,6 +17,7 @@ use crate::fit::{self, DeviceOrder, device_fits};
 use crate::frag::TargetWorkload;
 use crate::request::Request;
 use crate::rng::Rng;
+use reserve::Reservation;
 
 /// Where a task goes: a node index and the device indices on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +42,8 @@ pub struct Scheduler {
     rank: Vec<u32>,
     scorer: Scorer,
     cache: Vec<Vec<Option<Cached>>>,
+    /// Ours only: host slots kept for the rare multi-device classes.
+    reservation: Reservation,
 }
 
 impl Scheduler {
@@ -58,6 +62,11 @@ impl Scheduler {
             device_order: None,
             rng,
             rank,
+            reservation: if policy == NodePolicy::Ours {
+                Reservation::new(workload.rare_classes.clone(), workload.milli_per_task)
+            } else {
+                Reservation::default()
+            },
             scorer: Scorer::new(workload),
             cache: Vec::new(),
         }
@@ -89,14 +98,21 @@ impl Scheduler {
         if self.policy == NodePolicy::Random {
             return self.decide_random(cluster, request, candidates);
         }
+        let reserving = self.policy == NodePolicy::Ours && !self.reservation.is_empty();
+        if reserving {
+            self.reservation.refresh(cluster);
+        }
         let mut best: Option<(usize, FragScore)> = None;
         for i in candidates {
             let Some(node) = cluster.nodes.get(i) else {
                 continue;
             };
-            let Some(score) = self.score(i, node, request) else {
+            let Some(mut score) = self.score(i, node, request) else {
                 continue;
             };
+            if reserving && self.reservation.hosts_any(i) {
+                self.charge_reservation(node, request, &mut score);
+            }
             let better = match &best {
                 None => true,
                 Some((j, b)) => {
@@ -128,6 +144,7 @@ impl Scheduler {
             Some(FragScore {
                 primary,
                 secondary: 0.0,
+                raw: 0.0,
                 device: None,
             })
         };
@@ -142,6 +159,27 @@ impl Scheduler {
             NodePolicy::Fgd | NodePolicy::Ours => {
                 Some(self.cached_frag_score(index, node, request))
             }
+        }
+    }
+
+    /// Lowers ours' score of a placement by the rare tasks it leaves without a host
+    /// (see [`reserve`]); the charge is in the measure's unit, so it joins the change of
+    /// fragmentation before the quantisation.
+    fn charge_reservation(&self, node: &NodeState, request: &Request, score: &mut FragScore) {
+        let idle_taken = if request.is_cpu_only() {
+            0
+        } else if request.is_whole_device() {
+            request.device_count
+        } else {
+            let devices = self
+                .devices_on(node, request, score.device)
+                .unwrap_or_default();
+            let idle = devices.iter().filter(|&&g| node.device_is_idle(g)).count();
+            u32::try_from(idle).unwrap_or(u32::MAX)
+        };
+        let charge = self.reservation.charge(node, request, idle_taken);
+        if charge > 0.0 {
+            score.primary = fgd::quantise(score.raw - charge);
         }
     }
 
