@@ -111,7 +111,7 @@ impl Scheduler {
                 continue;
             };
             if reserving && self.reservation.hosts_any(i) {
-                self.charge_reservation(node, request, &mut score);
+                self.charge_reservation(i, node, request, &mut score);
             }
             let better = match &best {
                 None => true,
@@ -165,7 +165,13 @@ impl Scheduler {
     /// Lowers ours' score of a placement by the rare tasks it leaves without a host
     /// (see [`reserve`]); the charge is in the measure's unit, so it joins the change of
     /// fragmentation before the quantisation.
-    fn charge_reservation(&self, node: &NodeState, request: &Request, score: &mut FragScore) {
+    fn charge_reservation(
+        &self,
+        index: usize,
+        node: &NodeState,
+        request: &Request,
+        score: &mut FragScore,
+    ) {
         let idle_taken = if request.is_cpu_only() {
             0
         } else if request.is_whole_device() {
@@ -177,7 +183,7 @@ impl Scheduler {
             let idle = devices.iter().filter(|&&g| node.device_is_idle(g)).count();
             u32::try_from(idle).unwrap_or(u32::MAX)
         };
-        let charge = self.reservation.charge(node, request, idle_taken);
+        let charge = self.reservation.charge(index, node, request, idle_taken);
         if charge > 0.0 {
             score.primary = fgd::quantise(score.raw - charge);
         }

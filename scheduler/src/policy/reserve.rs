@@ -24,6 +24,7 @@ const SHORTAGE_EXPONENT: i32 = 4;
 struct NodeSlots {
     version: u64,
     slots: Vec<u32>,
+    idle: u32,
     free_milli: u64,
 }
 
@@ -62,7 +63,7 @@ impl Reservation {
     pub fn hosts_any(&self, index: usize) -> bool {
         self.nodes
             .get(index)
-            .is_none_or(|n| n.slots.iter().any(|&s| s > 0))
+            .is_some_and(|n| n.slots.iter().any(|&s| s > 0))
     }
 
     /// Brings the counts up to date with `cluster`.
@@ -71,6 +72,7 @@ impl Reservation {
             let stale = NodeSlots {
                 version: u64::MAX,
                 slots: vec![0; self.classes.len()],
+                idle: 0,
                 free_milli: 0,
             };
             self.nodes = vec![stale; cluster.nodes.len()];
@@ -92,6 +94,7 @@ impl Reservation {
                 *total = *total - u64::from(*old) + u64::from(now);
                 *old = now;
             }
+            counted.idle = idle;
             let free = node.free_milli_total();
             self.free_milli = self.free_milli - counted.free_milli + free;
             counted.free_milli = free;
@@ -100,14 +103,25 @@ impl Reservation {
     }
 
     /// The expected compute (milli-device) of rare tasks that will find no host because
-    /// `request` takes `idle_taken` idle devices and its CPU and memory on `node`.
-    pub fn charge(&self, node: &NodeState, request: &Request, idle_taken: u32) -> f64 {
-        let idle = idle_devices(node);
+    /// `request` takes `idle_taken` idle devices and its CPU and memory on node `index`,
+    /// `node` (as of the last [`Reservation::refresh`]).
+    pub fn charge(
+        &self,
+        index: usize,
+        node: &NodeState,
+        request: &Request,
+        idle_taken: u32,
+    ) -> f64 {
+        let Some(counted) = self.nodes.get(index) else {
+            return 0.0;
+        };
+        let idle = counted.idle;
         let cpu_after = node.cpu_free.saturating_sub(request.cpu_milli);
         let memory_after = node.memory_free.saturating_sub(request.memory_mib);
         let mut charge = 0.0;
-        for (class, &cluster_slots) in self.classes.iter().zip(&self.slots) {
-            let before = slots(class, node, node.cpu_free, node.memory_free, idle);
+        for ((class, &cluster_slots), &before) in
+            self.classes.iter().zip(&self.slots).zip(&counted.slots)
+        {
             if before == 0 {
                 continue;
             }
@@ -199,23 +213,26 @@ mod tests {
         // 32 devices free: 32 tasks to come, 1 in 32 of them eight-device, 4 slots.
         let mut r = eight_device(1.0 / 32.0);
         r.refresh(&c);
-        let plenty = r.charge(&c.nodes[0], &one, 1);
+        let plenty = r.charge(0, &c.nodes[0], &one, 1);
         assert_eq!(plenty, 8000.0 * 0.25f64.powi(4));
         // A CPU-only task of 8 cores leaves 120: the slot survives, nothing is charged.
-        assert_eq!(r.charge(&c.nodes[0], &Request::cpu_only(8000, 0), 0), 0.0);
+        assert_eq!(
+            r.charge(0, &c.nodes[0], &Request::cpu_only(8000, 0), 0),
+            0.0
+        );
         // Three nodes broken: one slot left for about one expected task.
         for n in 0..3 {
             c.apply(n, &one, &[0]).unwrap();
         }
         r.refresh(&c);
         // 29 devices free: 29/32 of a task expected for the one slot left.
-        let short = r.charge(&c.nodes[3], &one, 1);
+        let short = r.charge(3, &c.nodes[3], &one, 1);
         assert!(
             (short - 8000.0 * (29.0f64 / 32.0).powi(4)).abs() < 1e-9,
             "{short}"
         );
         // A node that already lost its slot is free to take more.
-        assert_eq!(r.charge(&c.nodes[0], &one, 1), 0.0);
+        assert_eq!(r.charge(0, &c.nodes[0], &one, 1), 0.0);
     }
 
     #[test]
