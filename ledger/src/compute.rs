@@ -487,6 +487,18 @@ impl<'a> Contention<'a> {
         from_slots.max(self.words.load(contention_word::HIGH_DEMAND_NS))
     }
 
+    /// True when a high-priority container other than `own` holds a slot on the device, or
+    /// one without a slot ever showed demand: only then can [`Self::latest_high_demand`] be
+    /// non-zero, so a container that finds this false has nobody to yield to.
+    pub fn high_priority_present(&self, own: Option<ContentionSlot>) -> bool {
+        let claimed = self.words.load(contention_word::CLAIMED);
+        let mut high = self.words.load(contention_word::HIGH) & claimed;
+        if let Some(ContentionSlot::Own(i)) = own {
+            high &= !(1 << i);
+        }
+        high != 0 || self.words.load(contention_word::HIGH_DEMAND_NS) != 0
+    }
+
     /// Number of containers holding a slot.
     pub fn claimed_slots(&self) -> u32 {
         self.words.load(contention_word::CLAIMED).count_ones()
@@ -976,6 +988,24 @@ mod tests {
         assert_eq!(cell.view().latest_high_demand(Some(high)), 0);
         cell.release_slot(high);
         assert_eq!(cell.view().latest_high_demand(Some(low)), 0);
+    }
+
+    #[test]
+    fn high_presence_is_seen_by_others_before_their_first_launch() {
+        let words = cell();
+        let cell = ContentionCell::new(&words);
+        let low = cell.claim_slot(false);
+        assert!(!cell.view().high_priority_present(Some(low)));
+        let high = cell.claim_slot(true);
+        assert!(
+            cell.view().high_priority_present(Some(low)),
+            "a claimed high slot counts before it publishes any demand"
+        );
+        assert!(!cell.view().high_priority_present(Some(high)));
+        cell.release_slot(high);
+        assert!(!cell.view().high_priority_present(Some(low)));
+        cell.publish_demand(ContentionSlot::Overflow, true, 7);
+        assert!(cell.view().high_priority_present(Some(low)));
     }
 
     #[test]

@@ -35,6 +35,11 @@ static GRANULARITY: [AtomicU64; CACHED_ORDINALS] = [const { AtomicU64::new(0) };
 static UUID_HI: [AtomicU64; CACHED_ORDINALS] = [const { AtomicU64::new(0) }; CACHED_ORDINALS];
 static UUID_LO: [AtomicU64; CACHED_ORDINALS] = [const { AtomicU64::new(0) }; CACHED_ORDINALS];
 
+/// The container device index of ordinal 0 (encoded as in `INDEX`) once the driver is known to
+/// show exactly one device; `SEVERAL` when it shows more; `UNKNOWN` until a launch found out.
+static SOLE_INDEX: AtomicU32 = AtomicU32::new(UNKNOWN);
+const SEVERAL: u32 = u32::MAX - 1;
+
 /// A CUDA device as the engine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceRef {
@@ -50,6 +55,53 @@ pub struct DeviceRef {
 pub fn current<A: Accounts>(engine: &Engine<A>) -> Result<DeviceRef, CUresult> {
     let ordinal = current_ordinal()?;
     Ok(of_ordinal(engine, ordinal))
+}
+
+/// The container device index of the current context's device, for a launch.
+///
+/// With exactly one visible device every context is on it, so once that is known (the first
+/// launch asks the driver) the answer costs one load instead of a `cuCtxGetDevice` per launch;
+/// the device count of a process never changes. The one difference: a launch made with no
+/// current context, which the driver rejects, is then gated as if it ran on that device.
+#[inline]
+pub fn current_index<A: Accounts>(engine: &Engine<A>) -> Result<Option<usize>, CUresult> {
+    match SOLE_INDEX.load(Ordering::Relaxed) {
+        SEVERAL => Ok(current(engine)?.index),
+        UNKNOWN => learn_sole_index(engine),
+        OUTSIDE => Ok(None),
+        encoded => Ok(Some(encoded as usize - 1)),
+    }
+}
+
+/// Answers through the driver and records whether the process sees a single device.
+#[cold]
+fn learn_sole_index<A: Accounts>(engine: &Engine<A>) -> Result<Option<usize>, CUresult> {
+    let device = current(engine)?;
+    match device_count() {
+        Some(1) => {
+            // Cached only once the device was resolved for good (see `of_ordinal`).
+            let encoded = INDEX[0].load(Ordering::Acquire);
+            if encoded != UNKNOWN {
+                SOLE_INDEX.store(encoded, Ordering::Relaxed);
+            }
+        }
+        Some(_) => SOLE_INDEX.store(SEVERAL, Ordering::Relaxed),
+        None => {}
+    }
+    Ok(device.index)
+}
+
+/// How many devices the driver shows (`None` when it cannot say yet).
+fn device_count() -> Option<c_int> {
+    let get_count = crate::real_or!(
+        HELPERS,
+        Helper::cuDeviceGetCount,
+        pfn::cuDeviceGetCount,
+        None
+    );
+    let mut count: c_int = 0;
+    // SAFETY: the out-pointer is a valid local.
+    (unsafe { get_count(&mut count) } == CUDA_SUCCESS).then_some(count)
 }
 
 /// The ordinal of the current context's device.
@@ -224,17 +276,7 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
 
 /// The ordinal of the visible CUDA device with this UUID (scans visible devices).
 pub fn ordinal_of_uuid(uuid: &[u8; 16]) -> Option<CUdevice> {
-    let get_count = crate::real_or!(
-        HELPERS,
-        Helper::cuDeviceGetCount,
-        pfn::cuDeviceGetCount,
-        None
-    );
-    let mut count: c_int = 0;
-    // SAFETY: the out-pointer is a valid local.
-    if unsafe { get_count(&mut count) } != CUDA_SUCCESS {
-        return None;
-    }
+    let count = device_count()?;
     (0..count).find(|ordinal| uuid_of(*ordinal).as_ref() == Some(uuid))
 }
 

@@ -18,7 +18,7 @@ use crate::runtime::engine;
 
 fn current_device_slot() -> Option<usize> {
     let engine = engine()?;
-    devices::current(engine).ok()?.index
+    devices::current_index(engine).ok()?
 }
 
 #[inline(always)]

@@ -1,8 +1,9 @@
 //! The launch gate: what one launch does before it reaches the driver.
 //!
-//! Fast path (budget available, no high-priority neighbour): a clock read and a handful of
-//! atomics on the container's compute cell ([`hami_ledger::compute::Budget::claim`]); no lock,
-//! syscall or allocation. Slow path: the thread sleeps on the cell's futex word until the
+//! Uncapped, normal-priority device with no high-priority neighbour: two process-local loads
+//! ([`super::lane`]). Capped fast path (budget available, no high-priority neighbour): a clock
+//! read and a handful of atomics on the container's compute cell
+//! ([`hami_ledger::compute::Budget::claim`]); no lock, syscall or allocation. Slow path: the thread sleeps on the cell's futex word until the
 //! computed instant its claim is covered (or until woken because budget appeared early), with
 //! its timer slack lowered so it wakes within tens of microseconds of that instant.
 //!
@@ -14,6 +15,8 @@ use hami_ledger::compute::futex::{
     TightTimerSlack, coarse_monotonic_ns, futex_value, monotonic_ns, wait_until,
 };
 use hami_ledger::compute::{Admission, Budget, Contention, PPM};
+
+use super::lane::UncappedLane;
 
 /// Longest a single launch waits for budget: a cap delays launches, it never blocks them.
 pub const MAX_WAIT_NS: u64 = 2_000_000_000;
@@ -42,6 +45,8 @@ pub struct DeviceGate<'a> {
     budget: Budget<'a>,
     contention: Option<Contention<'a>>,
     config: GateConfig,
+    /// Uncapped, normal-priority devices only: the launch path that skips the clock.
+    lane: Option<UncappedLane>,
 }
 
 /// What happened to one launch, for tests and counters.
@@ -56,11 +61,18 @@ pub struct Passage {
 impl<'a> DeviceGate<'a> {
     /// A gate over a container's budget cell and, when the node part is there, its contention.
     pub fn new(budget: Budget<'a>, contention: Option<Contention<'a>>, config: GateConfig) -> Self {
+        let lane = (config.cap_ppm >= PPM && !config.high_priority).then(UncappedLane::default);
         Self {
             budget,
             contention,
             config,
+            lane,
         }
+    }
+
+    /// The fast lane, when the device is uncapped and of normal priority.
+    pub fn lane(&self) -> Option<&UncappedLane> {
+        self.lane.as_ref()
     }
 
     /// The container's budget on this device.
@@ -79,7 +91,19 @@ impl<'a> DeviceGate<'a> {
     }
 
     /// Admits one launch, waiting as long as the cap (and priority) requires.
+    #[inline]
     pub fn admit(&self) -> Passage {
+        if let Some(lane) = &self.lane
+            && lane.pass(self.budget)
+        {
+            return Passage::default();
+        }
+        self.admit_fully()
+    }
+
+    /// The full path: the clock, priority, and for a capped device the budget.
+    #[inline(never)]
+    fn admit_fully(&self) -> Passage {
         let mut passage = Passage::default();
         let uncapped = self.config.cap_ppm >= PPM;
         // Uncapped launches only feed windows of tens of ms (demand, priority), so they read the

@@ -34,6 +34,7 @@
 pub mod busy;
 pub mod controller;
 pub mod gate;
+pub mod lane;
 pub mod process;
 pub mod watcher;
 

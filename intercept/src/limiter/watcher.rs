@@ -1,10 +1,13 @@
-//! The measurer thread: one per process that launched on a capped device, of which exactly
-//! one per container and device (the holder of the cell's lease) measures and corrects.
+//! The watcher thread: one per process that launched on a gated device. On capped devices
+//! exactly one per container and device (the holder of the cell's lease) measures and corrects.
 //!
 //! Every [`PERIOD`] the thread renews or tries to take the lease of each capped device. The
 //! holder reads the container's busy time from its [`BusySource`] and runs the
 //! [`Controller`]; the others only sleep. A holder that dies or stops stops renewing, and
-//! another process takes over within [`LEASE_NS`]. Nothing here is on a launch's path.
+//! another process takes over within [`LEASE_NS`]. On uncapped, normal-priority devices it
+//! refreshes the process's [`UncappedLane`](super::lane::UncappedLane) instead, which is what
+//! lets their launches skip the clock and the contention view. Nothing here is on a launch's
+//! path.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -65,10 +68,13 @@ fn run(limiter: &'static ProcessLimiter) {
         for (index, device) in limiter.devices.iter().enumerate() {
             let Some(device) = device else { continue };
             let config = device.gate.config();
+            let budget = device.gate.budget();
+            if let Some(lane) = device.gate.lane() {
+                lane.refresh(budget, device.gate.contention());
+            }
             if config.cap_ppm >= PPM {
                 continue;
             }
-            let budget = device.gate.budget();
             if !budget.hold_measurer_lease(pid, now, LEASE_NS) {
                 continue;
             }
