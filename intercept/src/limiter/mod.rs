@@ -28,8 +28,11 @@
 //! * **Liveness**: one launch never waits more than 2 s for budget nor yields more than 1 s to
 //!   priority, so a capped rank of a collective is slowed, never stopped.
 //!
-//! The hot path (budget available, nothing to yield to) is a clock read and a handful of
-//! atomics on the shared cell: no lock, syscall or allocation.
+//! The hot path of a capped device (budget available, nothing to yield to) is a clock read and
+//! a handful of atomics on the shared cell: no lock, syscall or allocation. An uncapped,
+//! normal-priority device (gated only so that neighbours see its demand and so that it yields
+//! to high priority) takes the [`lane`]: two process-local loads, kept current by the watcher
+//! thread, and no clock; only a launch that may have to yield takes the gate's full path.
 
 pub mod busy;
 pub mod controller;
