@@ -3,7 +3,7 @@
 //! and the workload facts ours adds to it (idle devices stranded by CPU and memory, the
 //! rare multi-device classes).
 
-use crate::cluster::{FULL_DEVICE_MILLI, NodeSpec};
+use crate::cluster::NodeSpec;
 use crate::model::{ModelId, ModelSet};
 
 /// The shape of a task class, the key that groups a trace into classes.
@@ -39,10 +39,9 @@ pub const CAPACITY_WEIGHT: f64 = 0.1;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TargetWorkload {
     pub classes: Vec<WorkloadClass>,
-    /// For whole-device classes, the idle devices that fit the class but that no task of
-    /// it could take, for lack of CPU or memory beside them, count as fragment with this
-    /// weight (ours; 0 is the paper, which counts every idle device as usable once one
-    /// task fits).
+    /// The compute on devices that fit a class but that no task of it could take, for
+    /// lack of CPU or memory beside them, counts as fragment with this weight (ours; 0 is
+    /// the paper, which counts every fitting device as usable once one task fits).
     pub capacity_weight: f64,
     /// The multi-device classes left out of `classes` by the coverage cut, with their
     /// share of all tasks as `probability`: the measure cannot see them, so ours keeps
@@ -225,8 +224,8 @@ impl TargetWorkload {
 }
 
 /// f_n(m) for one class: the free compute that class could not use on this node (the
-/// paper's), and, for whole-device classes, the idle compute it fits but could not take
-/// for lack of CPU or memory (ours).
+/// paper's), and the compute on devices it fits but that it could not take for lack of
+/// CPU or memory (ours).
 fn class_fragment(
     class: &WorkloadClass,
     cpu_free: u64,
@@ -254,13 +253,9 @@ fn class_fragment(
     if fitting < class.device_count {
         return (total, 0);
     }
-    // Stranded, for whole-device classes: the idle devices beyond what as many tasks as
-    // the node's free CPU and memory can hold would take. (Sharing classes keep the
-    // paper's rule: their binding resource is the device, and counting CPU for them only
-    // adds noise to the gradient; measured in docs/scheduler.md.)
-    if class.milli < FULL_DEVICE_MILLI {
-        return (unusable, 0);
-    }
+    // Stranded: the compute on devices that fit the class beyond what as many tasks as
+    // the node's free CPU and memory can hold would take (a node with 8 idle devices and
+    // memory for 3 tasks of 46 GiB strands 5 devices for 46 GiB tasks, whole or shared).
     let by_cpu = cpu_free.checked_div(class.cpu_milli).unwrap_or(u64::MAX);
     let by_memory = memory_free
         .checked_div(class.memory_mib)
@@ -348,6 +343,58 @@ mod tests {
         let p: Vec<f64> = w.classes.iter().map(|c| c.probability).collect();
         // Model 1 only: 8 / 2. Needs 50 cores: only the 64-core node, 8 / 2. CPU-only: 1.
         assert_eq!(p, vec![0.25, 1.0, 1.0, 0.25]);
+    }
+
+    #[test]
+    fn compute_stranded_by_cpu_or_memory_counts_with_the_capacity_weight() {
+        let class = |milli| WorkloadClass {
+            cpu_milli: 10_000,
+            milli,
+            device_count: 1,
+            models: ModelSet::ANY,
+            memory_mib: 40_000,
+            probability: 1.0,
+        };
+        let paper = |milli| TargetWorkload {
+            classes: vec![class(milli)],
+            ..TargetWorkload::default()
+        };
+        // Four idle devices, CPU for three tasks, memory for two: two devices stranded.
+        let (cpu, memory, free) = (30_000, 80_000, [1000, 1000, 1000, 1000]);
+        assert_eq!(
+            paper(1000).node_fragmentation(cpu, memory, &free, Some(0)),
+            0.0
+        );
+        let ours = paper(1000).capacity_aware();
+        assert_eq!(
+            ours.node_fragmentation(cpu, memory, &free, Some(0)),
+            CAPACITY_WEIGHT * 2000.0
+        );
+        // A sharing class of 500: two tasks take 1000 of the 4000 that fit it.
+        let ours = paper(500).capacity_aware();
+        assert_eq!(
+            ours.node_fragmentation(cpu, memory, &free, Some(0)),
+            CAPACITY_WEIGHT * 3000.0
+        );
+        // With CPU and memory to spare nothing is stranded.
+        assert_eq!(
+            ours.node_fragmentation(80_000, 1 << 20, &free, Some(0)),
+            0.0
+        );
+    }
+
+    #[test]
+    fn rare_multi_device_classes_and_the_compute_per_task_are_kept() {
+        let common = key(1000, 1000, 1);
+        let rare = key(64_000, 1000, 8);
+        let tasks: Vec<&ClassKey> = [&common; 19].into_iter().chain([&rare]).collect();
+        let m = TargetWorkload::from_tasks(tasks.iter().map(|k| (*k, ModelSet::ANY, 0)), 0.95);
+        assert_eq!(m.classes.len(), 1);
+        assert_eq!(m.rare_classes.len(), 1);
+        assert_eq!(m.rare_classes[0].device_count, 8);
+        assert!((m.rare_classes[0].probability - 1.0 / 20.0).abs() < 1e-12);
+        assert!((m.milli_per_task - (19.0 * 1000.0 + 8000.0) / 20.0).abs() < 1e-9);
+        assert_eq!(m.any_model().rare_classes[0].models, ModelSet::ANY);
     }
 
     #[test]

@@ -108,21 +108,20 @@ impl Scorer {
     /// capacity-aware, memory-aware and scarcity-weighted (see
     /// [`TargetWorkload::capacity_aware`] and [`TargetWorkload::scarcity_weighted`]).
     ///
-    /// Why (docs/scheduler.md has the numbers): near saturation most failed tasks are
-    /// whole-device tasks that find idle devices only on nodes whose CPU or memory is
-    /// gone. FGD's measure counts every idle device of a node as usable by a class as
-    /// soon as one task of it fits, so it does not see a CPU-only or sharing task
-    /// stranding the idle devices next to it; ours counts only the idle devices that as
-    /// many whole-device tasks as the node's free CPU and memory can host would use, with
-    /// a weight of [`crate::frag::CAPACITY_WEIGHT`] (at full weight it traded the
-    /// sub-device remainders that decide sharing- and multi-device-heavy traces for
-    /// stranded devices, and lost to FGD there). And
-    /// FGD weighs a class by its frequency only, so a class that fits few nodes (a GPU
-    /// model constraint, a large CPU or memory demand) loses its nodes to tasks that could
-    /// have gone anywhere; ours weighs it by how scarce its nodes are. The quantisation
-    /// stays: the exact, unquantised gradient is much worse than FGD (about 7 %
-    /// unallocated against 4.8 %), its deterministic choices concentrate load that the
-    /// truncation's random ties spread.
+    /// Why (docs/scheduler.md has the numbers): FGD's measure counts every device of a
+    /// node that fits a class as usable as soon as one task of the class fits, so it does
+    /// not see a CPU-only or sharing task stranding the devices next to it. Ours also
+    /// counts the compute on fitting devices beyond what as many tasks as the node's free
+    /// CPU and memory can host would take, with a weight of
+    /// [`crate::frag::CAPACITY_WEIGHT`] (at full weight, and for whole-device classes only,
+    /// it traded the sub-device remainders that decide sharing- and multi-device-heavy
+    /// traces for stranded devices, and lost to FGD there). And FGD weighs a class by its
+    /// frequency only, so a class that fits few nodes (a GPU model constraint, a large CPU
+    /// or memory demand) loses its nodes to tasks that could have gone anywhere; ours
+    /// weighs it by how scarce its nodes are. The quantisation stays: the exact,
+    /// unquantised gradient is much worse than FGD (about 7 % unallocated against 4.8 %),
+    /// its deterministic choices concentrate load that the truncation's random ties
+    /// spread.
     pub fn ours(&mut self, node: &NodeState, request: &Request) -> FragScore {
         let (delta, device, raw) = self.best_delta(node, request, quantise);
         FragScore {
