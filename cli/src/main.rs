@@ -29,8 +29,16 @@ enum Command {
     Demo(commands::demo::DemoArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
+    if let Err(error) = run(cli) {
+        // `{:#}` prints the whole chain of causes on one line, never a backtrace.
+        eprintln!("hami: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sim(args) => commands::sim::run(args),
         Command::Run(args) => commands::run::run(args),

@@ -78,7 +78,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .transpose()?;
 
     // A private directory disappears with the run; a shared one keeps other entries.
-    let private_dir = match &args.ledger_dir {
+    let mut private_dir = match &args.ledger_dir {
         Some(_) => None,
         None => Some(
             tempfile::Builder::new()
@@ -101,7 +101,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .container_id
         .clone()
         .unwrap_or_else(|| format!("run-{}", std::process::id()));
-    let entry = Entry::create(&ledger, &container_id)?;
+    let mut entry = Entry::create(&ledger, &container_id)?;
     let limits = ContainerLimits {
         container_id: container_id.clone(),
         devices: chosen
@@ -158,12 +158,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     if args.keep {
         eprintln!("hami run: ledger entry kept in {}", entry.dir.display());
-        if let Some(dir) = private_dir {
+        entry.keep = true;
+        if let Some(dir) = private_dir.take() {
             let _ = dir.keep();
         }
-    } else {
-        entry.remove();
     }
+    // `exit` runs no destructors: remove the entry (and a private directory) first.
+    drop(entry);
+    drop(private_dir);
     std::process::exit(match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(signal)) => 128 + signal,
@@ -227,11 +229,13 @@ fn select_devices(devices: &[DeviceInfo], wanted: &[String]) -> anyhow::Result<V
     Ok(chosen)
 }
 
-/// The container's directory and its two parts.
+/// The container's directory and its two parts; removed when dropped unless kept, so an
+/// early error never leaves an entry behind in a shared ledger directory.
 struct Entry {
     dir: PathBuf,
     limits: PathBuf,
     usage: PathBuf,
+    keep: bool,
 }
 
 impl Entry {
@@ -248,11 +252,16 @@ impl Entry {
             limits: ledger.limits(container_id)?,
             usage: ledger.usage(container_id)?,
             dir,
+            keep: false,
         })
     }
+}
 
-    fn remove(&self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
