@@ -1,9 +1,14 @@
 //! containerd-shim-hami-v2: containerd runs this binary for runtime type `io.containerd.hami.v2`.
 
 use containerd_shim::Config;
+use hami_shim::contention::{PUBLISH_COMMAND, run_publisher_process};
 use hami_shim::shim::{HamiShim, RUNTIME_ID};
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(PUBLISH_COMMAND) {
+        std::process::exit(run_publisher_process(&args[2..]));
+    }
     // No SIGCHLD reaper: it would steal the exit status of the backend shim commands this process
     // runs and waits for; the backend shim reaps the containers itself.
     let config = Config {
