@@ -125,6 +125,21 @@ fn view(device: nvmlDevice_t, real_total: u64, real_free: u64) -> Option<MemoryV
     ))
 }
 
+/// Replaces what NVML reported for `device` with the container's slice (both memory layouts
+/// share these three fields); on a panic the driver's figures stay.
+fn report_slice(device: nvmlDevice_t, total: &mut u64, free: &mut u64, used: &mut u64) {
+    guarded(
+        || {
+            if let Some(v) = view(device, *total, *free) {
+                *total = v.total;
+                *free = v.free;
+                *used = v.used;
+            }
+        },
+        || {},
+    );
+}
+
 /// `nvmlDeviceGetMemoryInfo`.
 ///
 /// # Safety
@@ -145,17 +160,13 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(
     if code != NVML_SUCCESS || memory.is_null() {
         return code;
     }
-    guarded(
-        || {
-            // SAFETY: non-null and just written by NVML.
-            let memory = unsafe { &mut *memory };
-            if let Some(v) = view(device, memory.total, memory.free) {
-                memory.total = v.total;
-                memory.free = v.free;
-                memory.used = v.used;
-            }
-        },
-        || {},
+    // SAFETY: non-null and just written by NVML.
+    let memory = unsafe { &mut *memory };
+    report_slice(
+        device,
+        &mut memory.total,
+        &mut memory.free,
+        &mut memory.used,
     );
     code
 }
@@ -181,17 +192,13 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
     if code != NVML_SUCCESS || memory.is_null() {
         return code;
     }
-    guarded(
-        || {
-            // SAFETY: non-null and just written by NVML.
-            let memory = unsafe { &mut *memory };
-            if let Some(v) = view(device, memory.total, memory.free) {
-                memory.total = v.total;
-                memory.free = v.free;
-                memory.used = v.used;
-            }
-        },
-        || {},
+    // SAFETY: non-null and just written by NVML.
+    let memory = unsafe { &mut *memory };
+    report_slice(
+        device,
+        &mut memory.total,
+        &mut memory.free,
+        &mut memory.used,
     );
     code
 }
