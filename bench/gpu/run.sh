@@ -6,6 +6,7 @@
 #
 #   HAMI_BIN_DIR  directory holding `hami` and `libhami.so` (default: target/release)
 #   OUT           directory for the results (default: ./gpu-results)
+#   HAMI_LIMITER_TIMEOUT_S  bound on the harness itself (default 420)
 #
 # Writes: gpu.txt (nvidia-smi), solo.json (the load alone, no cap: the device's pace),
 # nvml-probe.txt (a few probe lines: NVML per-process data is available), limiter.json and
@@ -44,7 +45,7 @@ tail -n 3 "$OUT/nvml-probe.txt" | tee -a "$OUT/run.log"
 
 log "limiter harness (all scenarios, real GPU)"
 status=0
-timeout 420 "$HAMI" bench limiter --real-gpu --json > "$OUT/limiter.json" 2> "$OUT/limiter.txt" || status=$?
+timeout "${HAMI_LIMITER_TIMEOUT_S:-420}" "$HAMI" bench limiter --real-gpu --json > "$OUT/limiter.json" 2> "$OUT/limiter.txt" || status=$?
 cat "$OUT/limiter.txt" | tee -a "$OUT/run.log"
 log "harness exit status $status"
 exit "$status"

@@ -2,6 +2,7 @@
 # Runs the test programs of the simulated device against the real NVIDIA driver, to check
 # that they (and tests/fakegpu/kernels/hami_kernels.ptx) behave the same on a GPU.
 # Needs a GPU, its driver (libcuda.so.1) and cc. Usage: tests/fakegpu/real-gpu.sh [device]
+# HAMI_CUDA_CLIENT names a hami-cuda-client built elsewhere (no cargo needed then).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 device="${1:-0}"
@@ -9,10 +10,13 @@ if [ -n "${HAMI_FAKEGPU_DIR:-}" ]; then
     echo "HAMI_FAKEGPU_DIR is set: this script is for a real GPU (open a fresh shell)" >&2
     exit 2
 fi
-cargo build --release -p hami-cuda-client
+client="${HAMI_CUDA_CLIENT:-}"
+if [ -z "$client" ]; then
+    cargo build --release -p hami-cuda-client
+    client=target/release/hami-cuda-client
+fi
 out="$(mktemp -d)"
 cc -O2 -Wall -Werror -o "$out/runtime_like" tests/fakegpu/cprog/runtime_like.c -ldl
-client=target/release/hami-cuda-client
 ptx=tests/fakegpu/kernels/hami_kernels.ptx
 set -x
 "$client" --device "$device" demo
