@@ -1,5 +1,6 @@
 //! NVML: ABI types, the entry-point table and what each entry point is.
 
+pub mod samples;
 mod table;
 mod types;
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail, ensure};
 use clap::{Args, Subcommand};
+use hami_hooks::nvml::samples::utilization_by_pid;
 use hami_hooks::nvml::{self, *};
 
 /// Sonames under which programs look for the driver and NVML.
@@ -266,7 +267,7 @@ fn status(args: &StatusArgs) -> anyhow::Result<()> {
         let mut rates = nvmlUtilization_t::default();
         let mut infos = [nvmlProcessInfo_t::default(); 64];
         let mut info_count = infos.len() as c_uint;
-        let mut samples = [nvmlProcessUtilizationSample_t::default(); 64];
+        let mut samples = [nvmlProcessUtilizationSample_t::default(); 512];
         let mut sample_count = samples.len() as c_uint;
         // SAFETY: valid out-pointers and buffers of the sizes passed.
         let sampled = unsafe {
@@ -294,10 +295,10 @@ fn status(args: &StatusArgs) -> anyhow::Result<()> {
             samples_fn(device, samples.as_mut_ptr(), &mut sample_count, 0)
         };
         let busy: Vec<(u32, u32)> = match sampled {
-            NVML_SUCCESS => samples[..sample_count as usize]
-                .iter()
-                .map(|s| (s.pid, s.smUtil))
-                .collect(),
+            NVML_SUCCESS => {
+                let count = (sample_count as usize).min(samples.len());
+                utilization_by_pid(&mut samples[..count], 0)
+            }
             NVML_ERROR_NOT_FOUND => Vec::new(),
             rc => bail!("nvmlDeviceGetProcessUtilization failed with NVML error {rc}"),
         };

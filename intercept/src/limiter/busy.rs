@@ -1,28 +1,24 @@
 //! Where the measurer learns how busy the container really kept a device: NVML's per-process
 //! utilization, summed over the container's processes.
 //!
-//! `nvmlDeviceGetProcessUtilization(device, samples, count, since)` returns, per process, the
-//! samples newer than `since` (µs, realtime), each with the percentage of its sample period the
-//! process kept the SMs busy; a sample covers the time since that process's previous sample in
-//! the answer, and never reaches back before `since`. This is the one measure that exists on a
-//! real GPU and on the simulated device alike, that counts every kernel whatever launched it
-//! (graphs, cooperative, other libraries' streams), and that attributes time-slicing between
-//! containers correctly.
-//!
-//! A kernel still running at the moment of a query is not (fully) in that answer yet, so
-//! chaining answers end to end would lose, at every boundary, the part of the running kernel
-//! before it: with 20 ms kernels and 25 ms periods, most of the busy time. The measurer
-//! therefore only counts *settled* time: each period it asks twice, from the previous settled
-//! point `s₀` and from the new one `s₁ = now − lag`, and takes the difference — the busy time in
-//! `[s₀, s₁)`, which every kernel that ran then has finished reporting as long as `lag` exceeds
-//! a kernel's length. The lag (at least [`MIN_LAG_US`], else three learned kernel lengths)
-//! delays the feedback by that much, which the controller's gradual true-up absorbs. The
-//! virtualized NVML of this library is never consulted: NVML is reached through the real
-//! `dlsym`.
+//! NVML samples each process at fixed instants (every 200 ms on an H200) and answers only up to
+//! its newest sample (`hami_hooks::nvml::samples` says how an answer reads). The measurer
+//! therefore counts *settled* time only: each period it asks for the samples since a little
+//! before the previous settled point `s₀`, and counts the busy time in `[s₀, s₁)`, where `s₁` is
+//! the newest sample instant, and at most `now − lag` so that a kernel still running at a
+//! sample has finished reporting (the lag is at least [`MIN_LAG_US`], else three learned kernel
+//! lengths). While no new sample has come, the settled point stays: time past the newest sample
+//! is unknown, not idle. The controller compares the measured time with what was charged up to
+//! the same instant, so a settled point that moves in steps of the sampler's period only delays
+//! the true-up. This is the one measure that exists on a real GPU and on the simulated device
+//! alike, that counts every kernel whatever launched it (graphs, cooperative, other libraries'
+//! streams), and that attributes time-slicing between containers correctly. The virtualized
+//! NVML of this library is never consulted: NVML is reached through the real `dlsym`.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_uint, c_ulonglong};
 
+use hami_hooks::nvml::samples::{LOOKBACK_US, Window, newest_us, split_busy};
 use hami_hooks::nvml::{
     NVML_ERROR_NO_DATA, NVML_ERROR_NOT_FOUND, NVML_SUCCESS, nvmlDevice_t,
     nvmlProcessUtilizationSample_t, nvmlReturn_t,
@@ -36,6 +32,8 @@ const MAX_SAMPLES: usize = 512;
 pub const MIN_LAG_US: u64 = 100_000;
 /// Longest lag: NVML keeps a few seconds of history at most.
 const MAX_LAG_US: u64 = 2_000_000;
+/// With no sample at all for this long, the device is idle and the settled point moves on.
+const IDLE_AFTER_US: u64 = 1_000_000;
 
 type InitFn = unsafe extern "C" fn() -> nvmlReturn_t;
 type HandleByUuidFn =
@@ -62,14 +60,16 @@ pub enum DeviceKey {
 /// Settled busy time on a device over one period: the container's and everyone else's.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SettledBusy {
-    /// Busy ns of the container's processes (may be slightly negative from rounding).
+    /// Busy ns of the container's processes.
     pub own_ns: i64,
     /// Busy ns of every other process on the device.
     pub others_ns: i64,
-    /// Length of the settled period, ns (0 on the first call).
+    /// Length of the settled period, ns (0 on the first call and while no new sample came).
     pub period_ns: u64,
-    /// Busy ns of the other processes in the recent, not yet settled stretch: a prompt (if
-    /// partial) sign that someone else uses the device.
+    /// How far behind now the settled point is, ns: measured time is known up to there.
+    pub lag_ns: u64,
+    /// Busy ns of the other processes from the previous settled point to now, as far as the
+    /// samples tell: a prompt (if partial) sign that someone else uses the device.
     pub others_recent_ns: i64,
     /// Length of that stretch, ns.
     pub recent_ns: u64,
@@ -87,34 +87,6 @@ pub trait BusySource: Send {
         pids: &[u32],
         kernel_ns: u64,
     ) -> Option<SettledBusy>;
-}
-
-/// Busy time in one NVML answer for samples since `since_us`: `(of pids, of the others)`.
-pub fn busy_in_answer(
-    samples: &[nvmlProcessUtilizationSample_t],
-    pids: &[u32],
-    since_us: u64,
-) -> (i64, i64) {
-    let mut ordered: Vec<&nvmlProcessUtilizationSample_t> =
-        samples.iter().filter(|s| s.timeStamp > since_us).collect();
-    ordered.sort_by_key(|s| s.timeStamp);
-    let mut previous: HashMap<u32, u64> = HashMap::new();
-    let (mut own, mut others) = (0i64, 0i64);
-    for sample in ordered {
-        let from = previous
-            .insert(sample.pid, sample.timeStamp)
-            .unwrap_or(since_us)
-            .max(since_us);
-        let period_ns = sample.timeStamp.saturating_sub(from).saturating_mul(1_000);
-        let busy =
-            i64::try_from(period_ns / 100 * u64::from(sample.smUtil.min(100))).unwrap_or(i64::MAX);
-        if pids.contains(&sample.pid) {
-            own = own.saturating_add(busy);
-        } else {
-            others = others.saturating_add(busy);
-        }
-    }
-    (own, others)
 }
 
 /// The lag behind now that counts as settled for kernels of `kernel_ns`.
@@ -209,9 +181,9 @@ impl NvmlBusy {
         (status == NVML_SUCCESS && !device.is_null()).then_some(device as usize)
     }
 
-    /// Busy ns (of `pids`, of the others) on the device `handle` in samples since `since_us`;
-    /// `None` when NVML cannot answer (as opposed to having nothing to report).
-    fn busy_since(&mut self, handle: usize, pids: &[u32], since_us: u64) -> Option<(i64, i64)> {
+    /// The samples on the device `handle` newer than `since_us` (empty when there are none);
+    /// `None` when NVML cannot answer.
+    fn answer(&mut self, handle: usize, since_us: u64) -> Option<usize> {
         let mut count = c_uint::try_from(self.samples.len()).unwrap_or(c_uint::MAX);
         // SAFETY: `handle` came from NVML for this device; the buffer holds `count` samples and
         // `count` is a valid in/out pointer.
@@ -224,15 +196,13 @@ impl NvmlBusy {
             )
         };
         match status {
-            NVML_SUCCESS => {}
-            // Nothing ran since `since_us`.
-            NVML_ERROR_NOT_FOUND | NVML_ERROR_NO_DATA => return Some((0, 0)),
-            // Not supported, no permission, GPU lost…: a measurement of zero would hand the
-            // whole budget back, so there is no measurement.
-            _ => return None,
+            NVML_SUCCESS => Some(usize::try_from(count).unwrap_or(0).min(MAX_SAMPLES)),
+            // No sample since `since_us`.
+            NVML_ERROR_NOT_FOUND | NVML_ERROR_NO_DATA => Some(0),
+            // Not supported, no permission, GPU lost, more processes than the buffer…: a
+            // measurement of zero would hand the whole budget back, so there is none.
+            _ => None,
         }
-        let n = usize::try_from(count).unwrap_or(0).min(MAX_SAMPLES);
-        Some(busy_in_answer(&self.samples[..n], pids, since_us))
     }
 }
 
@@ -252,25 +222,57 @@ impl BusySource for NvmlBusy {
             }
         };
         let settled_before = self.cursors.get(device)?.settled_us;
-        let settled_now = realtime_us().saturating_sub(settle_lag_us(kernel_ns));
-        if settled_before == 0 || settled_now <= settled_before {
+        let now = realtime_us();
+        let lag_us = settle_lag_us(kernel_ns);
+        let target = now.saturating_sub(lag_us);
+        if settled_before == 0 {
             if let Some(cursor) = self.cursors.get_mut(device) {
-                cursor.settled_us = cursor.settled_us.max(settled_now);
+                cursor.settled_us = target;
             }
-            return Some(SettledBusy::default());
+            return Some(SettledBusy {
+                lag_ns: lag_us.saturating_mul(1_000),
+                ..SettledBusy::default()
+            });
         }
-        // Both answers end now; their difference is the busy time in [before, now − lag).
-        let from_before = self.busy_since(handle, pids, settled_before)?;
-        let from_now = self.busy_since(handle, pids, settled_now)?;
+        let since = settled_before.saturating_sub(LOOKBACK_US);
+        let count = self.answer(handle, since)?;
+        let samples = &mut self.samples[..count];
+        let settled_now = match newest_us(samples) {
+            Some(newest) => newest.min(target),
+            // Nothing sampled for over a second: the device is idle, nothing to wait for.
+            None if target.saturating_sub(settled_before) >= IDLE_AFTER_US => target,
+            None => settled_before,
+        }
+        .max(settled_before);
+        let (own, others) = split_busy(
+            samples,
+            since,
+            Window {
+                from_us: settled_before,
+                to_us: settled_now,
+            },
+            pids,
+        );
+        let (_, others_recent) = split_busy(
+            samples,
+            since,
+            Window {
+                from_us: settled_before,
+                to_us: now,
+            },
+            pids,
+        );
         if let Some(cursor) = self.cursors.get_mut(device) {
             cursor.settled_us = settled_now;
         }
+        let signed = |ns: u64| i64::try_from(ns).unwrap_or(i64::MAX);
         Some(SettledBusy {
-            own_ns: from_before.0 - from_now.0,
-            others_ns: from_before.1 - from_now.1,
-            period_ns: settled_now.saturating_sub(settled_before) * 1_000,
-            others_recent_ns: from_now.1,
-            recent_ns: settle_lag_us(kernel_ns) * 1_000,
+            own_ns: signed(own),
+            others_ns: signed(others),
+            period_ns: (settled_now - settled_before).saturating_mul(1_000),
+            lag_ns: now.saturating_sub(settled_now).saturating_mul(1_000),
+            others_recent_ns: signed(others_recent),
+            recent_ns: now.saturating_sub(settled_before).saturating_mul(1_000),
         })
     }
 }
@@ -278,41 +280,6 @@ impl BusySource for NvmlBusy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(pid: u32, at_us: u64, percent: u32) -> nvmlProcessUtilizationSample_t {
-        nvmlProcessUtilizationSample_t {
-            pid,
-            timeStamp: at_us,
-            smUtil: percent,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn an_answer_counts_its_window_for_the_container_only() {
-        // One sample per process covering the whole window, as the simulated device answers.
-        let samples = [sample(7, 1_100_000, 40), sample(8, 1_100_000, 50)];
-        assert_eq!(
-            busy_in_answer(&samples, &[7], 1_000_000),
-            (40_000_000, 50_000_000)
-        );
-        assert_eq!(
-            busy_in_answer(&samples, &[7, 8], 1_000_000),
-            (90_000_000, 0)
-        );
-    }
-
-    #[test]
-    fn periodic_samples_each_cover_the_time_since_the_previous_one() {
-        // A real driver samples every ~1/6 s; each sample covers the gap to the previous one.
-        let samples = [sample(7, 1_200_000, 50), sample(7, 1_100_000, 100)];
-        assert_eq!(busy_in_answer(&samples, &[7], 1_000_000).0, 150_000_000);
-        assert_eq!(
-            busy_in_answer(&samples, &[7], 1_100_000).0,
-            50_000_000,
-            "older ones skipped"
-        );
-    }
 
     #[test]
     fn the_settled_point_trails_the_longest_kernels() {

@@ -103,7 +103,7 @@ fn run(limiter: &'static ProcessLimiter) {
                 device.gate.contention(),
                 measured,
                 others_busy,
-                settle_lag_us(kernel_ns) * 1_000,
+                busy.map_or(settle_lag_us(kernel_ns) * 1_000, |b| b.lag_ns),
                 now,
                 config.cap_ppm,
                 config.burst,

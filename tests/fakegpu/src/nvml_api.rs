@@ -5,6 +5,7 @@ use std::ffi::{CStr, c_char, c_uint, c_ulonglong};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use hami_hooks::nvml::samples::SAMPLER_PERIOD_US;
 use hami_hooks::nvml::*;
 
 use crate::clock::{monotonic_ns, realtime_us};
@@ -365,6 +366,50 @@ pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
     })
 }
 
+/// The samples of device `index` newer than `last_seen_us`, as a real driver keeps them: one
+/// per process at each instant of a fixed realtime grid ([`SAMPLER_PERIOD_US`]), giving the
+/// share of the period before it that the process kept the device busy, for the history the
+/// state keeps; `last_seen_us = 0` asks for the last second. Processes with a context get
+/// samples while idle too (at 0 %), as on the H200.
+fn periodic_samples(
+    driver: &Driver,
+    index: usize,
+    now_us: u64,
+    now_ns: u64,
+    last_seen_us: u64,
+) -> Vec<nvmlProcessUtilizationSample_t> {
+    let history_us = crate::state::layout::BUCKET_NS * crate::state::layout::BUCKETS as u64 / 1_000;
+    let oldest_us = match last_seen_us {
+        0 => now_us.saturating_sub(UTILIZATION_WINDOW_NS / 1_000),
+        seen => seen,
+    }
+    // The first instant's period must lie inside the history too.
+    .max(now_us.saturating_sub(history_us) + SAMPLER_PERIOD_US);
+    let (first, last) = (oldest_us / SAMPLER_PERIOD_US + 1, now_us / SAMPLER_PERIOD_US);
+    let mut samples = Vec::new();
+    for instant in first..=last {
+        let at_us = instant * SAMPLER_PERIOD_US;
+        let to_ns = now_ns.saturating_sub((now_us - at_us).saturating_mul(1_000));
+        let period_ns = SAMPLER_PERIOD_US * 1_000;
+        samples.extend(
+            driver
+                .state
+                .process_usage(index, to_ns.saturating_sub(period_ns), to_ns)
+                .into_iter()
+                .filter(|usage| usage.busy_ns > 0 || usage.contexts > 0)
+                .map(|usage| nvmlProcessUtilizationSample_t {
+                    pid: usage.pid,
+                    timeStamp: at_us,
+                    smUtil: percent(usage.busy_ns, period_ns),
+                    memUtil: 0,
+                    encUtil: 0,
+                    decUtil: 0,
+                }),
+        );
+    }
+    samples
+}
+
 /// # Safety
 /// `utilization` must be null or writable for `*process_samples_count` samples.
 #[unsafe(no_mangle)]
@@ -380,31 +425,7 @@ pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
             return Err(NVML_ERROR_INVALID_ARGUMENT);
         }
         let (now_us, now_ns) = (realtime_us(), monotonic_ns());
-        // The window runs from the caller's last sample (realtime µs) to now, at most the
-        // history the state keeps; a first call gets the last second.
-        let window_ns = match last_seen_time_stamp {
-            0 => UTILIZATION_WINDOW_NS,
-            seen => now_us.saturating_sub(seen).saturating_mul(1_000),
-        }
-        .clamp(
-            1,
-            crate::state::layout::BUCKET_NS * crate::state::layout::BUCKETS as u64,
-        );
-        let from = now_ns.saturating_sub(window_ns);
-        let samples: Vec<nvmlProcessUtilizationSample_t> = driver
-            .state
-            .process_usage(index, from, now_ns)
-            .into_iter()
-            .filter(|usage| usage.busy_ns > 0 || usage.contexts > 0)
-            .map(|usage| nvmlProcessUtilizationSample_t {
-                pid: usage.pid,
-                timeStamp: now_us,
-                smUtil: percent(usage.busy_ns, window_ns),
-                memUtil: 0,
-                encUtil: 0,
-                decUtil: 0,
-            })
-            .collect();
+        let samples = periodic_samples(&driver, index, now_us, now_ns, last_seen_time_stamp);
         if samples.is_empty() {
             return Err(NVML_ERROR_NOT_FOUND);
         }

@@ -73,7 +73,7 @@ fn compute_pids(device: nvmlDevice_t) -> Vec<(u32, u64)> {
         .collect()
 }
 
-/// smUtil per pid over the window since `last_seen` (µs, 0 = the last second).
+/// Utilization per pid over the samples since `last_seen` (µs, 0 = the last second).
 fn process_utilization(device: nvmlDevice_t, last_seen: u64) -> Vec<(u32, u32)> {
     let utilization: nvml::pfn::nvmlDeviceGetProcessUtilization =
         machine().sym("nvmlDeviceGetProcessUtilization");
@@ -87,10 +87,8 @@ fn process_utilization(device: nvmlDevice_t, last_seen: u64) -> Vec<(u32, u32)> 
     // SAFETY: a buffer of `count` samples.
     let rc = unsafe { utilization(device, samples.as_mut_ptr(), &mut count, last_seen) };
     assert_eq!(rc, NVML_SUCCESS);
-    samples[..count as usize]
-        .iter()
-        .map(|s| (s.pid, s.smUtil))
-        .collect()
+    // One sample per process every 200 ms, as a real driver keeps them: averaged per process.
+    nvml::samples::utilization_by_pid(&mut samples[..count as usize], last_seen)
 }
 
 fn realtime_us() -> u64 {
