@@ -39,7 +39,7 @@ cat "$OUT/solo.json" | tee -a "$OUT/run.log"
 log "NVML per-process utilization while the load runs (the harness's judge)"
 timeout 60 "$HAMI" bench limiter load --kernel-us 1000 --seconds 2 > /dev/null 2>> "$OUT/run.log" &
 load=$!
-timeout 3 "$HAMI" bench limiter probe --interval-ms 250 > "$OUT/nvml-probe.txt" 2>> "$OUT/run.log" || true
+timeout 3 "$HAMI" bench limiter probe --interval-ms 50 > "$OUT/nvml-probe.txt" 2>> "$OUT/run.log" || true
 wait "$load" || true
 tail -n 3 "$OUT/nvml-probe.txt" | tee -a "$OUT/run.log"
 

@@ -12,7 +12,7 @@ use std::ffi::c_uint;
 use std::io::Write;
 use std::time::Duration;
 
-use hami_hooks::nvml::samples::{LOOKBACK_US, Window, for_each_busy, newest_us};
+use hami_hooks::nvml::samples::{SampleCursor, for_each_busy};
 use hami_hooks::nvml::{
     NVML_ERROR_NOT_FOUND, NVML_SUCCESS, nvmlDevice_t, nvmlProcessUtilizationSample_t, pfn,
 };
@@ -49,10 +49,9 @@ pub fn monotonic_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
-/// How far behind now the probe counts time as settled: longer than any kernel the harness
-/// runs, so a kernel still running at a query has finished reporting before it is counted, and
-/// longer than NVML's sampling period (200 ms), so the settled point rarely waits for a sample.
-/// Samples are read as `hami_hooks::nvml::samples` says.
+/// How far behind now the probe's figures may be: NVML's sampler period (200 ms) and the
+/// delay before a sample is reported, with margin. Samples are read as
+/// `hami_hooks::nvml::samples` says, so the probe must ask more often than once a period.
 pub const SETTLE_LAG_NS: u64 = 300_000_000;
 
 fn realtime_us() -> u64 {
@@ -108,34 +107,30 @@ pub fn run_probe(index: u32, interval: Duration) -> Result<(), ProbeError> {
             _ => None,
         }
     };
-    let lag_us = SETTLE_LAG_NS / 1_000;
-    let mut settled_us = realtime_us().saturating_sub(lag_us);
+    let mut cursor = SampleCursor::starting_at(realtime_us());
     let mut totals: HashMap<u32, u64> = HashMap::new();
     let mut out = std::io::stdout().lock();
     loop {
         std::thread::sleep(interval);
         let (now_ns, now_us) = (monotonic_ns(), realtime_us());
-        let since = settled_us.saturating_sub(LOOKBACK_US);
-        let Some(count) = query(&mut buffer, since) else {
+        let Some(count) = query(&mut buffer, cursor.since_us()) else {
             continue;
         };
         let samples = &mut buffer[..count];
-        // Counted up to the newest sample at most: later time is not in any answer yet.
-        let target = now_us.saturating_sub(lag_us);
-        let next_us = newest_us(samples)
-            .map_or(target, |newest| newest.min(target))
-            .max(settled_us);
-        let window = Window {
-            from_us: settled_us,
-            to_us: next_us,
+        let mut new: HashMap<u32, u64> = HashMap::new();
+        for_each_busy(samples, cursor.since_us(), |pid, busy, _| {
+            *new.entry(pid).or_insert(0) += busy;
+        });
+        // Busy time is known up to the newest sample; later time is in no answer yet.
+        let Some(settled_us) = cursor.read(samples, &[]).settled_us else {
+            continue;
         };
-        for_each_busy(samples, since, window, |pid, busy, _| {
+        for (pid, busy) in new {
             let total = totals.entry(pid).or_insert(0);
             *total = total.saturating_add(busy);
-        });
-        settled_us = next_us;
+        }
         let sample = ProbeSample {
-            at_ns: now_ns.saturating_sub(now_us.saturating_sub(next_us).saturating_mul(1_000)),
+            at_ns: now_ns.saturating_sub(now_us.saturating_sub(settled_us).saturating_mul(1_000)),
             busy_ns: totals.clone(),
         };
         let line = serde_json::to_string(&sample).unwrap_or_default();

@@ -1,35 +1,27 @@
 //! What an answer of `nvmlDeviceGetProcessUtilization` means, in busy time.
 //!
-//! The driver samples every process on a device at fixed instants (every 200 ms on an H200
-//! with driver 580, measured by `bench/gpu/limiter-diagnose.sh`) and keeps a few seconds of
-//! samples. A call returns the samples newer than its `lastSeenTimeStamp` (realtime µs), or
-//! `NVML_ERROR_NOT_FOUND` when there are none yet; each sample gives the share of the time
-//! since that process's previous sample that it kept the SMs busy. Time after the newest
-//! sample is not in any answer yet: a reader that counts it as idle loses it for good (the
-//! limiter did, and let 1 ms kernels capped at 50 % run at 87 % on the H200).
+//! Measured on an H200 with driver 580 (`bench/gpu/limiter-diagnose.sh`, 2026-12-04): the
+//! driver samples each process on a device every 200 ms (198-201 ms apart, reported about 5 ms
+//! later), and a call returns, per process, only its **newest** sample newer than
+//! `lastSeenTimeStamp` (realtime µs), or `NVML_ERROR_NOT_FOUND` when there is none: asked with
+//! `lastSeenTimeStamp = 0` after a 3 s run, it returned one sample, not fifteen. A sample's
+//! `smUtil` is the share of its period the process kept the SMs busy.
+//!
+//! So busy time can only be read incrementally: ask at least once per sampler period for what
+//! is newer than the newest sample already read ([`SampleCursor`]), count each new sample over
+//! its period, and count nothing after the newest sample: that time is not in any answer yet.
+//! A reader that counted it as idle lost it for good (the limiter did, and let 1 ms kernels
+//! capped at 50 % run at 87 % on the H200); a reader that asked for older samples got none.
 //!
 //! One definition, used by the limiter's measurer (`libhami.so`), the harness's judge and the
-//! simulated device's status: samples are read as intervals, and busy time is counted in a
-//! window only where a sample covers it.
+//! simulated device's status display.
 
 use super::nvmlProcessUtilizationSample_t;
 
-/// How far before a window's start to ask for samples, so that the sample covering the start
-/// comes with its predecessor: longer than the sampler's period (200 ms measured; the driver
-/// leaves up to 800 ms between two samples at times).
-pub const LOOKBACK_US: u64 = 1_000_000;
-
-/// The sampler's period measured on an H200 with driver 580 (samples 198-201 ms apart): the
-/// simulated device samples at this period, and an answer that does not show its own period
-/// (each process has one sample) is read with it.
+/// The sampler's period measured on an H200 with driver 580: the simulated device samples at
+/// this period, and a sample is read as covering this much time before it unless the answer
+/// shows a shorter gap between two samples of one process.
 pub const SAMPLER_PERIOD_US: u64 = 200_000;
-
-/// A stretch of NVML's clock, realtime µs, `[from_us, to_us)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
-    pub from_us: u64,
-    pub to_us: u64,
-}
 
 /// The newest sample instant in an answer: no answer yet covers anything after it.
 pub fn newest_us(samples: &[nvmlProcessUtilizationSample_t]) -> Option<u64> {
@@ -48,58 +40,83 @@ fn period_us(samples: &[nvmlProcessUtilizationSample_t]) -> Option<u64> {
 }
 
 /// Calls `visit(pid, busy_ns, covered_ns)` for each sample of an answer asked for with
-/// `lastSeenTimeStamp = since_us` that covers part of `window`: the busy time and the length of
-/// the covered part, at the sample's utilization spread evenly over its interval.
+/// `lastSeenTimeStamp = since_us`: the busy time it reports and the time it covers.
 ///
-/// A sample covers the time since the same process's previous sample. The first sample of a
-/// process in the answer covers one sampler period back (the shortest gap in the answer, else
-/// [`SAMPLER_PERIOD_US`]); never before `since_us`. The slice is
-/// sorted in place (by pid, then time); nothing is allocated.
+/// A sample covers the time since the same process's previous sample in the answer, else one
+/// sampler period (the shortest gap in the answer, else [`SAMPLER_PERIOD_US`]); never before
+/// `since_us`. The slice is sorted in place (by pid, then time); nothing is allocated.
 pub fn for_each_busy(
     samples: &mut [nvmlProcessUtilizationSample_t],
     since_us: u64,
-    window: Window,
     mut visit: impl FnMut(u32, u64, u64),
 ) {
     samples.sort_unstable_by_key(|s| (s.pid, s.timeStamp));
-    let period = period_us(samples);
+    let period = period_us(samples).unwrap_or(SAMPLER_PERIOD_US);
     let mut previous: Option<(u32, u64)> = None;
     for sample in samples.iter().filter(|s| s.timeStamp > since_us) {
         let start = match previous {
             Some((pid, at)) if pid == sample.pid => at,
-            _ => sample
-                .timeStamp
-                .saturating_sub(period.unwrap_or(SAMPLER_PERIOD_US)),
+            _ => sample.timeStamp.saturating_sub(period),
         }
         .max(since_us);
         previous = Some((sample.pid, sample.timeStamp));
-        let from = start.max(window.from_us);
-        let to = sample.timeStamp.min(window.to_us);
-        if to <= from {
-            continue;
-        }
-        let covered_ns = (to - from).saturating_mul(1_000);
+        let covered_ns = sample.timeStamp.saturating_sub(start).saturating_mul(1_000);
         let busy_ns = covered_ns / 100 * u64::from(sample.smUtil.min(100));
         visit(sample.pid, busy_ns, covered_ns);
     }
 }
 
-/// Busy ns in `window` of the processes `pids` and of all the others.
-pub fn split_busy(
-    samples: &mut [nvmlProcessUtilizationSample_t],
-    since_us: u64,
-    window: Window,
-    pids: &[u32],
-) -> (u64, u64) {
-    let (mut own, mut others) = (0u64, 0u64);
-    for_each_busy(samples, since_us, window, |pid, busy, _| {
-        if pids.contains(&pid) {
-            own = own.saturating_add(busy);
-        } else {
-            others = others.saturating_add(busy);
+/// Where a reader of one device's samples stands: the newest sample instant it has counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleCursor {
+    seen_us: u64,
+}
+
+/// What one answer added, read through a [`SampleCursor`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewBusy {
+    /// Busy ns of the processes asked about.
+    pub own_ns: u64,
+    /// Busy ns of every other process.
+    pub others_ns: u64,
+    /// The newest sample instant (realtime µs): busy time is known up to here. `None` when the
+    /// answer held nothing new.
+    pub settled_us: Option<u64>,
+}
+
+impl SampleCursor {
+    /// A cursor that counts the samples taken after `now_us`.
+    pub fn starting_at(now_us: u64) -> Self {
+        Self { seen_us: now_us }
+    }
+
+    /// The `lastSeenTimeStamp` to ask with.
+    pub fn since_us(&self) -> u64 {
+        self.seen_us
+    }
+
+    /// Counts an answer asked for with [`Self::since_us`], split between `pids` and the others,
+    /// and moves past it.
+    pub fn read(&mut self, samples: &mut [nvmlProcessUtilizationSample_t], pids: &[u32]) -> NewBusy {
+        let mut new = NewBusy::default();
+        for_each_busy(samples, self.seen_us, |pid, busy, _| {
+            if pids.contains(&pid) {
+                new.own_ns = new.own_ns.saturating_add(busy);
+            } else {
+                new.others_ns = new.others_ns.saturating_add(busy);
+            }
+        });
+        new.settled_us = newest_us(samples).filter(|&newest| newest > self.seen_us);
+        if let Some(newest) = new.settled_us {
+            self.seen_us = newest;
         }
-    });
-    (own, others)
+        new
+    }
+
+    /// Moves past a stretch with no samples at all (an idle device), up to `now_us`.
+    pub fn skip_to(&mut self, now_us: u64) {
+        self.seen_us = self.seen_us.max(now_us);
+    }
 }
 
 /// Each process's utilization (percent, rounded) over the time the answer covers for it,
@@ -108,12 +125,8 @@ pub fn utilization_by_pid(
     samples: &mut [nvmlProcessUtilizationSample_t],
     since_us: u64,
 ) -> Vec<(u32, u32)> {
-    let window = Window {
-        from_us: since_us,
-        to_us: u64::MAX,
-    };
     let mut shares: Vec<(u32, u64, u64)> = Vec::new();
-    for_each_busy(samples, since_us, window, |pid, busy, covered| {
+    for_each_busy(samples, since_us, |pid, busy, covered| {
         match shares.last_mut() {
             Some((last, b, c)) if *last == pid => {
                 *b += busy;
@@ -144,64 +157,68 @@ mod tests {
         }
     }
 
-    fn window(from_us: u64, to_us: u64) -> Window {
-        Window { from_us, to_us }
+    fn read(cursor: &mut SampleCursor, answer: &mut [nvmlProcessUtilizationSample_t]) -> NewBusy {
+        cursor.read(answer, &[7])
     }
 
     #[test]
-    fn periodic_samples_each_cover_the_time_since_the_previous_one() {
-        // Every 200 ms, as the H200 answers; out of order, as NVML does not promise an order.
+    fn a_cursor_counts_each_newest_sample_over_its_period() {
+        // What the H200 answers when asked every 25 ms: one newest sample per process.
+        let mut cursor = SampleCursor::starting_at(1_000_000);
+        assert_eq!(cursor.since_us(), 1_000_000);
+        let first = read(
+            &mut cursor,
+            &mut [sample(7, 1_200_000, 50), sample(8, 1_200_000, 10)],
+        );
+        assert_eq!(
+            first,
+            NewBusy {
+                own_ns: 100_000_000,
+                others_ns: 20_000_000,
+                settled_us: Some(1_200_000)
+            }
+        );
+        assert_eq!(cursor.since_us(), 1_200_000);
+        // Nothing new yet: nothing counted, nothing settled.
+        assert_eq!(read(&mut cursor, &mut []), NewBusy::default());
+        let next = read(&mut cursor, &mut [sample(7, 1_400_000, 100)]);
+        assert_eq!((next.own_ns, next.settled_us), (200_000_000, Some(1_400_000)));
+    }
+
+    #[test]
+    fn a_sample_never_reaches_back_before_what_was_read() {
+        // The first sample after the cursor started covers only the time since.
+        let mut cursor = SampleCursor::starting_at(1_150_000);
+        let new = read(&mut cursor, &mut [sample(7, 1_200_000, 100)]);
+        assert_eq!(new.own_ns, 50_000_000);
+        // After a long quiet stretch a sample still covers one period, not the whole stretch.
+        cursor.skip_to(5_000_000);
+        let new = read(&mut cursor, &mut [sample(7, 9_000_000, 100)]);
+        assert_eq!(new.own_ns, 200_000_000);
+    }
+
+    #[test]
+    fn several_samples_of_a_process_chain_and_show_the_period() {
+        // A driver that returns every sample since: each covers the gap to the previous one.
         let mut answer = [
             sample(7, 1_400_000, 50),
-            sample(7, 1_200_000, 100),
-            sample(7, 1_600_000, 0),
+            sample(7, 1_300_000, 100),
+            sample(9, 1_400_000, 100),
         ];
-        // [1.2 s, 1.6 s): 200 ms at 50 % then 200 ms at 0 %.
-        let (own, others) = split_busy(&mut answer, 1_000_000, window(1_200_000, 1_600_000), &[7]);
-        assert_eq!((own, others), (100_000_000, 0));
-        // Half of the 50 % sample's interval.
-        let (own, _) = split_busy(&mut answer, 1_000_000, window(1_300_000, 1_400_000), &[7]);
-        assert_eq!(own, 50_000_000);
-    }
-
-    #[test]
-    fn time_after_the_newest_sample_is_not_counted() {
-        let mut answer = [sample(7, 1_200_000, 100), sample(7, 1_400_000, 100)];
-        assert_eq!(newest_us(&answer), Some(1_400_000));
-        let (own, _) = split_busy(&mut answer, 1_000_000, window(1_300_000, 1_500_000), &[7]);
-        assert_eq!(own, 100_000_000, "only up to 1.4 s is known");
-    }
-
-    #[test]
-    fn a_first_sample_covers_one_period_never_before_since() {
-        // pid 8 appears at 1.4 s; pid 7's samples show a 200 ms period.
-        let mut answer = [
-            sample(7, 1_200_000, 100),
-            sample(7, 1_400_000, 100),
-            sample(8, 1_400_000, 100),
-        ];
-        let (own, others) = split_busy(&mut answer, 1_000_000, window(1_000_000, 1_400_000), &[8]);
-        assert_eq!(own, 200_000_000, "(1.2 s, 1.4 s], not since 1.0 s");
-        // pid 7's first sample reaches back one period: (1.0 s, 1.2 s].
-        assert_eq!(others, 400_000_000);
-        // With no period to go by, a lone sample covers the default period, never before
-        // `since`.
-        let mut lone = [sample(8, 1_100_000, 40)];
-        assert_eq!(
-            split_busy(&mut lone, 1_000_000, window(0, u64::MAX), &[8]),
-            (40_000_000, 0)
-        );
-        assert_eq!(
-            split_busy(&mut lone, 0, window(0, u64::MAX), &[8]),
-            (80_000_000, 0)
-        );
+        let new = SampleCursor::starting_at(1_000_000).read(&mut answer, &[7]);
+        // pid 7: (1.2, 1.3] at 100 % and (1.3, 1.4] at 50 %, the first one period (100 ms) back.
+        assert_eq!(new.own_ns, 150_000_000);
+        assert_eq!(new.others_ns, 100_000_000);
     }
 
     #[test]
     fn samples_not_newer_than_since_are_ignored() {
-        let mut answer = [sample(7, 1_000_000, 100), sample(7, 1_200_000, 25)];
-        let (own, _) = split_busy(&mut answer, 1_000_000, window(0, u64::MAX), &[7]);
-        assert_eq!(own, 50_000_000);
+        let mut cursor = SampleCursor::starting_at(1_200_000);
+        let new = read(
+            &mut cursor,
+            &mut [sample(7, 1_200_000, 100), sample(7, 1_300_000, 30)],
+        );
+        assert_eq!(new.own_ns, 30_000_000);
     }
 
     #[test]

@@ -1,24 +1,23 @@
 //! Where the measurer learns how busy the container really kept a device: NVML's per-process
 //! utilization, summed over the container's processes.
 //!
-//! NVML samples each process at fixed instants (every 200 ms on an H200) and answers only up to
-//! its newest sample (`hami_hooks::nvml::samples` says how an answer reads). The measurer
-//! therefore counts *settled* time only: each period it asks for the samples since a little
-//! before the previous settled point `s₀`, and counts the busy time in `[s₀, s₁)`, where `s₁` is
-//! the newest sample instant, and at most `now − lag` so that a kernel still running at a
-//! sample has finished reporting (the lag is at least [`MIN_LAG_US`], else three learned kernel
-//! lengths). While no new sample has come, the settled point stays: time past the newest sample
-//! is unknown, not idle. The controller compares the measured time with what was charged up to
-//! the same instant, so a settled point that moves in steps of the sampler's period only delays
-//! the true-up. This is the one measure that exists on a real GPU and on the simulated device
-//! alike, that counts every kernel whatever launched it (graphs, cooperative, other libraries'
+//! NVML samples each process every 200 ms on an H200 and answers, per process, only its newest
+//! sample newer than what the caller has seen (`hami_hooks::nvml::samples` says how an answer
+//! reads). The measurer therefore reads incrementally through a `SampleCursor` per device:
+//! every period (25 ms, well inside the sampler's period) it asks for what is newer than the
+//! newest sample counted, and adds each new sample's busy time. Busy time is known up to the
+//! newest sample; the controller compares it with what was charged up to that same instant,
+//! so a settled point that moves in steps of the sampler's period only delays the true-up.
+//! While no new sample has come, nothing moves: time past the newest sample is unknown, not
+//! idle. This is the one measure that exists on a real GPU and on the simulated device alike,
+//! that counts every kernel whatever launched it (graphs, cooperative, other libraries'
 //! streams), and that attributes time-slicing between containers correctly. The virtualized
 //! NVML of this library is never consulted: NVML is reached through the real `dlsym`.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_uint, c_ulonglong};
 
-use hami_hooks::nvml::samples::{LOOKBACK_US, Window, newest_us, split_busy};
+use hami_hooks::nvml::samples::SampleCursor;
 use hami_hooks::nvml::{
     NVML_ERROR_NO_DATA, NVML_ERROR_NOT_FOUND, NVML_SUCCESS, nvmlDevice_t,
     nvmlProcessUtilizationSample_t, nvmlReturn_t,
@@ -28,11 +27,7 @@ use crate::resolve::library::{DriverLibrary, lookup};
 
 /// Samples fetched per query: far more processes than one device serves.
 const MAX_SAMPLES: usize = 512;
-/// Shortest lag between now and the settled point, µs.
-pub const MIN_LAG_US: u64 = 100_000;
-/// Longest lag: NVML keeps a few seconds of history at most.
-const MAX_LAG_US: u64 = 2_000_000;
-/// With no sample at all for this long, the device is idle and the settled point moves on.
+/// With no sample at all for this long, the device is idle and the cursor moves on.
 const IDLE_AFTER_US: u64 = 1_000_000;
 
 type InitFn = unsafe extern "C" fn() -> nvmlReturn_t;
@@ -61,37 +56,22 @@ pub enum DeviceKey {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SettledBusy {
     /// Busy ns of the container's processes.
-    pub own_ns: i64,
+    pub own_ns: u64,
     /// Busy ns of every other process on the device.
-    pub others_ns: i64,
-    /// Length of the settled period, ns (0 on the first call and while no new sample came).
+    pub others_ns: u64,
+    /// Length of the newly settled stretch, ns (0 on the first call and while no new sample
+    /// came).
     pub period_ns: u64,
-    /// How far behind now the settled point is, ns: measured time is known up to there.
+    /// How far behind now the settled point is, ns: busy time is known up to there.
     pub lag_ns: u64,
-    /// Busy ns of the other processes from the previous settled point to now, as far as the
-    /// samples tell: a prompt (if partial) sign that someone else uses the device.
-    pub others_recent_ns: i64,
-    /// Length of that stretch, ns.
-    pub recent_ns: u64,
 }
 
 /// A source of a container's busy time per device.
 pub trait BusySource: Send {
     /// Settled busy time since the previous call for `device`, split between the processes
     /// `pids` and the others (`None`: the device cannot be measured; the first call positions
-    /// the cursor and returns zeros). `kernel_ns` is the current estimate of one kernel's
-    /// length, which sets how far behind now time counts as settled.
-    fn busy_since_last(
-        &mut self,
-        device: &DeviceKey,
-        pids: &[u32],
-        kernel_ns: u64,
-    ) -> Option<SettledBusy>;
-}
-
-/// The lag behind now that counts as settled for kernels of `kernel_ns`.
-pub fn settle_lag_us(kernel_ns: u64) -> u64 {
-    (kernel_ns.saturating_mul(3) / 1_000).clamp(MIN_LAG_US, MAX_LAG_US)
+    /// the cursor and returns zeros).
+    fn busy_since_last(&mut self, device: &DeviceKey, pids: &[u32]) -> Option<SettledBusy>;
 }
 
 /// Microseconds of `CLOCK_REALTIME`, the clock of NVML's sample timestamps.
@@ -110,7 +90,9 @@ fn realtime_us() -> u64 {
 #[derive(Default)]
 struct DeviceCursor {
     handle: Option<usize>,
-    /// Realtime µs up to which busy time has been counted.
+    /// `None` until the first call positions it.
+    samples: Option<SampleCursor>,
+    /// Realtime µs up to which busy time is known.
     settled_us: u64,
 }
 
@@ -207,12 +189,7 @@ impl NvmlBusy {
 }
 
 impl BusySource for NvmlBusy {
-    fn busy_since_last(
-        &mut self,
-        device: &DeviceKey,
-        pids: &[u32],
-        kernel_ns: u64,
-    ) -> Option<SettledBusy> {
+    fn busy_since_last(&mut self, device: &DeviceKey, pids: &[u32]) -> Option<SettledBusy> {
         let handle = match self.cursors.get(device).and_then(|c| c.handle) {
             Some(handle) => handle,
             None => {
@@ -221,70 +198,34 @@ impl BusySource for NvmlBusy {
                 handle
             }
         };
-        let settled_before = self.cursors.get(device)?.settled_us;
         let now = realtime_us();
-        let lag_us = settle_lag_us(kernel_ns);
-        let target = now.saturating_sub(lag_us);
-        if settled_before == 0 {
-            if let Some(cursor) = self.cursors.get_mut(device) {
-                cursor.settled_us = target;
-            }
-            return Some(SettledBusy {
-                lag_ns: lag_us.saturating_mul(1_000),
-                ..SettledBusy::default()
-            });
-        }
-        let since = settled_before.saturating_sub(LOOKBACK_US);
-        let count = self.answer(handle, since)?;
-        let samples = &mut self.samples[..count];
-        let settled_now = match newest_us(samples) {
-            Some(newest) => newest.min(target),
+        let cursor = self.cursors.get(device)?;
+        let Some(mut samples) = cursor.samples else {
+            let cursor = self.cursors.get_mut(device)?;
+            cursor.samples = Some(SampleCursor::starting_at(now));
+            cursor.settled_us = now;
+            return Some(SettledBusy::default());
+        };
+        let settled_before = cursor.settled_us;
+        let count = self.answer(handle, samples.since_us())?;
+        let new = samples.read(&mut self.samples[..count], pids);
+        let settled_now = match new.settled_us {
+            Some(newest) => newest.max(settled_before),
             // Nothing sampled for over a second: the device is idle, nothing to wait for.
-            None if target.saturating_sub(settled_before) >= IDLE_AFTER_US => target,
+            None if count == 0 && now.saturating_sub(settled_before) >= IDLE_AFTER_US => {
+                samples.skip_to(now);
+                now
+            }
             None => settled_before,
-        }
-        .max(settled_before);
-        let (own, others) = split_busy(
-            samples,
-            since,
-            Window {
-                from_us: settled_before,
-                to_us: settled_now,
-            },
-            pids,
-        );
-        let (_, others_recent) = split_busy(
-            samples,
-            since,
-            Window {
-                from_us: settled_before,
-                to_us: now,
-            },
-            pids,
-        );
-        if let Some(cursor) = self.cursors.get_mut(device) {
-            cursor.settled_us = settled_now;
-        }
-        let signed = |ns: u64| i64::try_from(ns).unwrap_or(i64::MAX);
+        };
+        let cursor = self.cursors.get_mut(device)?;
+        cursor.samples = Some(samples);
+        cursor.settled_us = settled_now;
         Some(SettledBusy {
-            own_ns: signed(own),
-            others_ns: signed(others),
+            own_ns: new.own_ns,
+            others_ns: new.others_ns,
             period_ns: (settled_now - settled_before).saturating_mul(1_000),
             lag_ns: now.saturating_sub(settled_now).saturating_mul(1_000),
-            others_recent_ns: signed(others_recent),
-            recent_ns: now.saturating_sub(settled_before).saturating_mul(1_000),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_settled_point_trails_the_longest_kernels() {
-        assert_eq!(settle_lag_us(1_000_000), MIN_LAG_US);
-        assert_eq!(settle_lag_us(100_000_000), 300_000);
-        assert_eq!(settle_lag_us(u64::MAX), MAX_LAG_US);
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use hami_ledger::compute::PPM;
 use hami_ledger::compute::futex::{monotonic_ns, wake_all};
 
-use super::busy::{BusySource, NvmlBusy, settle_lag_us};
+use super::busy::{BusySource, NvmlBusy};
 use super::controller::Controller;
 use super::process::ProcessLimiter;
 use crate::hami_log;
@@ -83,27 +83,25 @@ fn run(limiter: &'static ProcessLimiter) {
                 // not free on a real GPU. The cursor resumes where it stopped.
                 continue;
             }
-            let kernel_ns = budget.launch_estimate_ns();
             let busy = source
                 .get_or_insert_with(NvmlBusy::open)
                 .as_mut()
                 .and_then(|nvml| {
                     let pids = pids.get_or_insert_with(|| limiter.container_pids());
-                    nvml.busy_since_last(&device.key, pids, kernel_ns)
+                    nvml.busy_since_last(&device.key, pids)
                 });
-            let measured = busy.map(|b| budget.measured_ns().saturating_add_signed(b.own_ns));
-            // Other processes busy for more than 2 % of the recent stretch want the device: the
-            // unsettled answer is partial, but any busy time in it is a prompt sign.
+            let measured = busy.map(|b| budget.measured_ns().saturating_add(b.own_ns));
+            // Other processes busy for more than 2 % of the newly settled stretch want the
+            // device (between samples nothing is known, and the controller holds the sign).
             let others_busy = busy.map(|b| {
-                let recent = i64::try_from(b.recent_ns).unwrap_or(i64::MAX);
-                b.recent_ns > 0 && b.others_recent_ns.saturating_mul(50) > recent
+                b.period_ns > 0 && b.others_ns.saturating_mul(50) > b.period_ns
             });
             let step = controllers[index].step(
                 budget,
                 device.gate.contention(),
                 measured,
                 others_busy,
-                busy.map_or(settle_lag_us(kernel_ns) * 1_000, |b| b.lag_ns),
+                busy.map_or(0, |b| b.lag_ns),
                 now,
                 config.cap_ppm,
                 config.burst,

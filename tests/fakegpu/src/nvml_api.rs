@@ -366,12 +366,13 @@ pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
     })
 }
 
-/// The samples of device `index` newer than `last_seen_us`, as a real driver keeps them: one
-/// per process at each instant of a fixed realtime grid ([`SAMPLER_PERIOD_US`]), giving the
-/// share of the period before it that the process kept the device busy, for the history the
-/// state keeps; `last_seen_us = 0` asks for the last second. Processes with a context get
-/// samples while idle too (at 0 %), as on the H200.
-fn periodic_samples(
+/// The samples of device `index` newer than `last_seen_us`, as the H200's driver answers
+/// (`hami_hooks::nvml::samples`): processes are sampled at each instant of a fixed realtime grid
+/// ([`SAMPLER_PERIOD_US`]), a sample gives the share of the period before it that the process
+/// kept the device busy, and the answer holds each process's newest sample only, from the
+/// history the state keeps; `last_seen_us = 0` looks back one second. Processes with a context
+/// get samples while idle too (at 0 %).
+fn newest_samples(
     driver: &Driver,
     index: usize,
     now_us: u64,
@@ -386,26 +387,27 @@ fn periodic_samples(
     // The first instant's period must lie inside the history too.
     .max(now_us.saturating_sub(history_us) + SAMPLER_PERIOD_US);
     let (first, last) = (oldest_us / SAMPLER_PERIOD_US + 1, now_us / SAMPLER_PERIOD_US);
-    let mut samples = Vec::new();
-    for instant in first..=last {
+    let period_ns = SAMPLER_PERIOD_US * 1_000;
+    let mut samples: Vec<nvmlProcessUtilizationSample_t> = Vec::new();
+    for instant in (first..=last).rev() {
         let at_us = instant * SAMPLER_PERIOD_US;
         let to_ns = now_ns.saturating_sub((now_us - at_us).saturating_mul(1_000));
-        let period_ns = SAMPLER_PERIOD_US * 1_000;
-        samples.extend(
-            driver
-                .state
-                .process_usage(index, to_ns.saturating_sub(period_ns), to_ns)
-                .into_iter()
-                .filter(|usage| usage.busy_ns > 0 || usage.contexts > 0)
-                .map(|usage| nvmlProcessUtilizationSample_t {
+        for usage in driver
+            .state
+            .process_usage(index, to_ns.saturating_sub(period_ns), to_ns)
+        {
+            let sampled = usage.busy_ns > 0 || usage.contexts > 0;
+            if sampled && !samples.iter().any(|s| s.pid == usage.pid) {
+                samples.push(nvmlProcessUtilizationSample_t {
                     pid: usage.pid,
                     timeStamp: at_us,
                     smUtil: percent(usage.busy_ns, period_ns),
                     memUtil: 0,
                     encUtil: 0,
                     decUtil: 0,
-                }),
-        );
+                });
+            }
+        }
     }
     samples
 }
@@ -425,7 +427,7 @@ pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
             return Err(NVML_ERROR_INVALID_ARGUMENT);
         }
         let (now_us, now_ns) = (realtime_us(), monotonic_ns());
-        let samples = periodic_samples(&driver, index, now_us, now_ns, last_seen_time_stamp);
+        let samples = newest_samples(&driver, index, now_us, now_ns, last_seen_time_stamp);
         if samples.is_empty() {
             return Err(NVML_ERROR_NOT_FOUND);
         }
