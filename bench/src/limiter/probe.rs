@@ -12,7 +12,7 @@ use std::ffi::c_uint;
 use std::io::Write;
 use std::time::Duration;
 
-use hami_hooks::nvml::samples::{SampleCursor, for_each_busy};
+use hami_hooks::nvml::samples::SampleCursor;
 use hami_hooks::nvml::{
     NVML_ERROR_NOT_FOUND, NVML_SUCCESS, nvmlDevice_t, nvmlProcessUtilizationSample_t, pfn,
 };
@@ -116,19 +116,14 @@ pub fn run_probe(index: u32, interval: Duration) -> Result<(), ProbeError> {
         let Some(count) = query(&mut buffer, cursor.since_us()) else {
             continue;
         };
-        let samples = &mut buffer[..count];
-        let mut new: HashMap<u32, u64> = HashMap::new();
-        for_each_busy(samples, cursor.since_us(), |pid, busy, _| {
-            *new.entry(pid).or_insert(0) += busy;
-        });
         // Busy time is known up to the newest sample; later time is in no answer yet.
-        let Some(settled_us) = cursor.read(samples, &[]).settled_us else {
-            continue;
-        };
-        for (pid, busy) in new {
+        let newest = cursor.read(&mut buffer[..count], |pid, busy| {
             let total = totals.entry(pid).or_insert(0);
             *total = total.saturating_add(busy);
-        }
+        });
+        let Some(settled_us) = newest else {
+            continue;
+        };
         let sample = ProbeSample {
             at_ns: now_ns.saturating_sub(now_us.saturating_sub(settled_us).saturating_mul(1_000)),
             busy_ns: totals.clone(),

@@ -50,72 +50,125 @@ pub fn for_each_busy(
     since_us: u64,
     mut visit: impl FnMut(u32, u64, u64),
 ) {
+    walk(
+        samples,
+        |_| (since_us, since_us),
+        |pid, _, busy, covered| visit(pid, busy, covered),
+    );
+}
+
+/// The walk behind [`for_each_busy`] and [`SampleCursor::read`]: `bounds(pid)` gives, for a
+/// process, the instant through which its samples are already counted (skipped) and the
+/// instant its first sample here reaches back no further than; `visit(pid, at_us, busy_ns,
+/// covered_ns)` gets each sample counted.
+fn walk(
+    samples: &mut [nvmlProcessUtilizationSample_t],
+    bounds: impl Fn(u32) -> (u64, u64),
+    mut visit: impl FnMut(u32, u64, u64, u64),
+) {
     samples.sort_unstable_by_key(|s| (s.pid, s.timeStamp));
     let period = period_us(samples).unwrap_or(SAMPLER_PERIOD_US);
     let mut previous: Option<(u32, u64)> = None;
-    for sample in samples.iter().filter(|s| s.timeStamp > since_us) {
+    for sample in samples.iter() {
+        let at = sample.timeStamp;
         let start = match previous {
-            Some((pid, at)) if pid == sample.pid => at,
-            _ => sample.timeStamp.saturating_sub(period),
-        }
-        .max(since_us);
-        previous = Some((sample.pid, sample.timeStamp));
-        let covered_ns = sample.timeStamp.saturating_sub(start).saturating_mul(1_000);
+            Some((pid, before)) if pid == sample.pid => before,
+            _ => {
+                let (counted_through, not_before) = bounds(sample.pid);
+                if at <= counted_through {
+                    continue;
+                }
+                at.saturating_sub(period).max(not_before)
+            }
+        };
+        previous = Some((sample.pid, at));
+        let covered_ns = at.saturating_sub(start).saturating_mul(1_000);
         let busy_ns = covered_ns / 100 * u64::from(sample.smUtil.min(100));
-        visit(sample.pid, busy_ns, covered_ns);
+        visit(sample.pid, at, busy_ns, covered_ns);
     }
 }
 
-/// Where a reader of one device's samples stands: the newest sample instant it has counted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Where a reader of one device's samples stands: per process, the newest sample it has
+/// counted. Per process, because one process's sample can be reported after another's later
+/// one: a single device-wide mark would pass over it and lose it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SampleCursor {
-    seen_us: u64,
+    /// No sample covers time before this (realtime µs).
+    start_us: u64,
+    /// The newest sample instant counted, of any process: busy time is known up to here.
+    newest_us: u64,
+    /// (pid, newest sample instant counted) of the processes seen lately.
+    processes: Vec<(u32, u64)>,
 }
 
-/// What one answer added, read through a [`SampleCursor`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NewBusy {
-    /// Busy ns of the processes asked about.
-    pub own_ns: u64,
-    /// Busy ns of every other process.
-    pub others_ns: u64,
-    /// The newest sample instant (realtime µs): busy time is known up to here. `None` when the
-    /// answer held nothing new.
-    pub settled_us: Option<u64>,
-}
+/// A process not sampled for this long is forgotten (it exited, or idles without a context).
+const FORGET_AFTER_US: u64 = 2_000_000;
 
 impl SampleCursor {
-    /// A cursor that counts the samples taken after `now_us`.
+    /// A cursor that counts the time after `now_us`.
     pub fn starting_at(now_us: u64) -> Self {
-        Self { seen_us: now_us }
-    }
-
-    /// The `lastSeenTimeStamp` to ask with.
-    pub fn since_us(&self) -> u64 {
-        self.seen_us
-    }
-
-    /// Counts an answer asked for with [`Self::since_us`], split between `pids` and the others,
-    /// and moves past it.
-    pub fn read(&mut self, samples: &mut [nvmlProcessUtilizationSample_t], pids: &[u32]) -> NewBusy {
-        let mut new = NewBusy::default();
-        for_each_busy(samples, self.seen_us, |pid, busy, _| {
-            if pids.contains(&pid) {
-                new.own_ns = new.own_ns.saturating_add(busy);
-            } else {
-                new.others_ns = new.others_ns.saturating_add(busy);
-            }
-        });
-        new.settled_us = newest_us(samples).filter(|&newest| newest > self.seen_us);
-        if let Some(newest) = new.settled_us {
-            self.seen_us = newest;
+        Self {
+            start_us: now_us,
+            newest_us: now_us,
+            processes: Vec::new(),
         }
-        new
+    }
+
+    /// The `lastSeenTimeStamp` to ask with: one sampler period before the newest sample
+    /// counted, so that a sample reported late still comes.
+    pub fn since_us(&self) -> u64 {
+        self.newest_us
+            .saturating_sub(SAMPLER_PERIOD_US)
+            .max(self.start_us)
+    }
+
+    /// Counts an answer asked for with [`Self::since_us`]: calls `visit(pid, busy_ns)` for the
+    /// busy time of each sample not counted before, and returns the newest sample instant when
+    /// it moved (busy time is known up to there), `None` when the answer held nothing new.
+    pub fn read(
+        &mut self,
+        samples: &mut [nvmlProcessUtilizationSample_t],
+        mut visit: impl FnMut(u32, u64),
+    ) -> Option<u64> {
+        let since = self.since_us();
+        let before = self.newest_us;
+        // Both closures need the per-process marks: one reads, the other writes.
+        let processes = std::cell::RefCell::new(std::mem::take(&mut self.processes));
+        let mut newest = self.newest_us;
+        walk(
+            samples,
+            |pid| {
+                let seen = processes
+                    .borrow()
+                    .iter()
+                    .find(|(p, _)| *p == pid)
+                    .map(|&(_, seen)| seen);
+                // A process counted before reaches back to its last sample; a new one no
+                // further than where counting started.
+                seen.map_or((since, self.start_us), |seen| (seen, seen))
+            },
+            |pid, at, busy, _| {
+                visit(pid, busy);
+                let mut processes = processes.borrow_mut();
+                match processes.iter_mut().find(|(p, _)| *p == pid) {
+                    Some(entry) => entry.1 = entry.1.max(at),
+                    None => processes.push((pid, at)),
+                }
+                newest = newest.max(at);
+            },
+        );
+        self.processes = processes.into_inner();
+        self.newest_us = newest;
+        let newest = self.newest_us;
+        self.processes
+            .retain(|&(_, seen)| newest.saturating_sub(seen) < FORGET_AFTER_US);
+        (newest > before).then_some(newest)
     }
 
     /// Moves past a stretch with no samples at all (an idle device), up to `now_us`.
     pub fn skip_to(&mut self, now_us: u64) {
-        self.seen_us = self.seen_us.max(now_us);
+        self.newest_us = self.newest_us.max(now_us);
+        self.start_us = self.start_us.max(now_us);
     }
 }
 
@@ -157,8 +210,20 @@ mod tests {
         }
     }
 
-    fn read(cursor: &mut SampleCursor, answer: &mut [nvmlProcessUtilizationSample_t]) -> NewBusy {
-        cursor.read(answer, &[7])
+    /// Reads an answer: (busy ns of pid 7, of the others, the newest instant when it moved).
+    fn read(
+        cursor: &mut SampleCursor,
+        answer: &mut [nvmlProcessUtilizationSample_t],
+    ) -> (u64, u64, Option<u64>) {
+        let (mut own, mut others) = (0, 0);
+        let settled = cursor.read(answer, |pid, busy| {
+            if pid == 7 {
+                own += busy;
+            } else {
+                others += busy;
+            }
+        });
+        (own, others, settled)
     }
 
     #[test]
@@ -170,31 +235,53 @@ mod tests {
             &mut cursor,
             &mut [sample(7, 1_200_000, 50), sample(8, 1_200_000, 10)],
         );
+        assert_eq!(first, (100_000_000, 20_000_000, Some(1_200_000)));
+        // The same samples again (asked one period back): nothing new.
+        assert_eq!(cursor.since_us(), 1_000_000);
         assert_eq!(
-            first,
-            NewBusy {
-                own_ns: 100_000_000,
-                others_ns: 20_000_000,
-                settled_us: Some(1_200_000)
-            }
+            read(
+                &mut cursor,
+                &mut [sample(7, 1_200_000, 50), sample(8, 1_200_000, 10)]
+            ),
+            (0, 0, None)
         );
-        assert_eq!(cursor.since_us(), 1_200_000);
-        // Nothing new yet: nothing counted, nothing settled.
-        assert_eq!(read(&mut cursor, &mut []), NewBusy::default());
+        assert_eq!(read(&mut cursor, &mut []), (0, 0, None));
         let next = read(&mut cursor, &mut [sample(7, 1_400_000, 100)]);
-        assert_eq!((next.own_ns, next.settled_us), (200_000_000, Some(1_400_000)));
+        assert_eq!(next, (200_000_000, 0, Some(1_400_000)));
+    }
+
+    #[test]
+    fn a_sample_reported_after_a_later_one_of_another_process_still_counts() {
+        let mut cursor = SampleCursor::starting_at(1_000_000);
+        read(
+            &mut cursor,
+            &mut [sample(7, 1_200_000, 100), sample(8, 1_205_000, 100)],
+        );
+        // pid 8's next sample arrives first; pid 7's, taken 5 ms earlier, only in the next answer.
+        let first = read(&mut cursor, &mut [sample(8, 1_405_000, 100)]);
+        assert_eq!(first, (0, 200_000_000, Some(1_405_000)));
+        assert!(cursor.since_us() < 1_400_000, "still asks for it");
+        let late = read(
+            &mut cursor,
+            &mut [sample(7, 1_400_000, 100), sample(8, 1_405_000, 100)],
+        );
+        assert_eq!(late, (200_000_000, 0, None));
     }
 
     #[test]
     fn a_sample_never_reaches_back_before_what_was_read() {
         // The first sample after the cursor started covers only the time since.
         let mut cursor = SampleCursor::starting_at(1_150_000);
-        let new = read(&mut cursor, &mut [sample(7, 1_200_000, 100)]);
-        assert_eq!(new.own_ns, 50_000_000);
+        assert_eq!(
+            read(&mut cursor, &mut [sample(7, 1_200_000, 100)]).0,
+            50_000_000
+        );
         // After a long quiet stretch a sample still covers one period, not the whole stretch.
         cursor.skip_to(5_000_000);
-        let new = read(&mut cursor, &mut [sample(7, 9_000_000, 100)]);
-        assert_eq!(new.own_ns, 200_000_000);
+        assert_eq!(
+            read(&mut cursor, &mut [sample(7, 9_000_000, 100)]).0,
+            200_000_000
+        );
     }
 
     #[test]
@@ -205,20 +292,20 @@ mod tests {
             sample(7, 1_300_000, 100),
             sample(9, 1_400_000, 100),
         ];
-        let new = SampleCursor::starting_at(1_000_000).read(&mut answer, &[7]);
+        let mut cursor = SampleCursor::starting_at(1_000_000);
         // pid 7: (1.2, 1.3] at 100 % and (1.3, 1.4] at 50 %, the first one period (100 ms) back.
-        assert_eq!(new.own_ns, 150_000_000);
-        assert_eq!(new.others_ns, 100_000_000);
+        assert_eq!(
+            read(&mut cursor, &mut answer),
+            (150_000_000, 100_000_000, Some(1_400_000))
+        );
     }
 
     #[test]
     fn samples_not_newer_than_since_are_ignored() {
-        let mut cursor = SampleCursor::starting_at(1_200_000);
-        let new = read(
-            &mut cursor,
-            &mut [sample(7, 1_200_000, 100), sample(7, 1_300_000, 30)],
-        );
-        assert_eq!(new.own_ns, 30_000_000);
+        let mut answer = [sample(7, 1_200_000, 100), sample(7, 1_300_000, 30)];
+        let mut busy = 0;
+        for_each_busy(&mut answer, 1_200_000, |_, b, _| busy += b);
+        assert_eq!(busy, 30_000_000);
     }
 
     #[test]

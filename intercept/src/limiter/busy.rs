@@ -199,31 +199,41 @@ impl BusySource for NvmlBusy {
             }
         };
         let now = realtime_us();
-        let cursor = self.cursors.get(device)?;
-        let Some(mut samples) = cursor.samples else {
+        let cursor = self.cursors.get_mut(device)?;
+        let Some(mut samples) = cursor.samples.take() else {
             let cursor = self.cursors.get_mut(device)?;
             cursor.samples = Some(SampleCursor::starting_at(now));
             cursor.settled_us = now;
             return Some(SettledBusy::default());
         };
         let settled_before = cursor.settled_us;
-        let count = self.answer(handle, samples.since_us())?;
-        let new = samples.read(&mut self.samples[..count], pids);
-        let settled_now = match new.settled_us {
-            Some(newest) => newest.max(settled_before),
+        let answered = self.answer(handle, samples.since_us());
+        let (mut own, mut others) = (0u64, 0u64);
+        let newest = answered.and_then(|count| {
+            samples.read(&mut self.samples[..count], |pid, busy| {
+                if pids.contains(&pid) {
+                    own = own.saturating_add(busy);
+                } else {
+                    others = others.saturating_add(busy);
+                }
+            })
+        });
+        let settled_now = match (answered, newest) {
+            (_, Some(newest)) => newest.max(settled_before),
             // Nothing sampled for over a second: the device is idle, nothing to wait for.
-            None if count == 0 && now.saturating_sub(settled_before) >= IDLE_AFTER_US => {
+            (Some(0), None) if now.saturating_sub(settled_before) >= IDLE_AFTER_US => {
                 samples.skip_to(now);
                 now
             }
-            None => settled_before,
+            _ => settled_before,
         };
         let cursor = self.cursors.get_mut(device)?;
         cursor.samples = Some(samples);
         cursor.settled_us = settled_now;
+        answered?;
         Some(SettledBusy {
-            own_ns: new.own_ns,
-            others_ns: new.others_ns,
+            own_ns: own,
+            others_ns: others,
             period_ns: (settled_now - settled_before).saturating_mul(1_000),
             lag_ns: now.saturating_sub(settled_now).saturating_mul(1_000),
         })
