@@ -14,8 +14,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use hami_ledger::paths::{CONTAINER_LIBRARY_PATH, CONTAINER_LIMITS_PATH};
 use hami_ledger::{OverCap, UsageLedger, limits};
 
+use crate::config::confinement::Confinement;
 use crate::config::{ENV_DEVICES, LimitSource, Settings};
 use crate::engine::accounts::{Accounts, LedgerAccounts};
 use crate::engine::{DevicePolicy, Engine};
@@ -140,7 +142,16 @@ fn initialize() -> *mut ProcessEngine {
         // only reference.
         drop(unsafe { Box::from_raw(inherited) });
     }
-    let settings = match Settings::from_env() {
+    let confinement = Confinement::current();
+    if confinement == Confinement::LedgerMissing {
+        hami_log!(
+            Level::Error,
+            "this container preloads {CONTAINER_LIBRARY_PATH} but no ledger entry is mounted at \
+             {CONTAINER_LIMITS_PATH}: refusing device memory"
+        );
+        return leak(refused(crate::config::DEFAULT_MAX_ALLOCATIONS));
+    }
+    let settings = match Settings::from_env(confinement) {
         Ok(settings) => settings,
         Err(err) => {
             // Even the log level may be unreadable; refusals are printed at Error, on by default.

@@ -16,6 +16,9 @@ pub const ENV_NODE: &str = "HAMI_LEDGER_NODE";
 pub const ENV_LIMITS: &str = "HAMI_LEDGER_LIMITS";
 /// In a container: full path of the container's usage part.
 pub const ENV_USAGE: &str = "HAMI_LEDGER_USAGE";
+/// Where the shim mounts the library inside a capped container (and what the container's
+/// `/etc/ld.so.preload` names).
+pub const CONTAINER_LIBRARY_PATH: &str = "/usr/local/lib/hami/libhami.so";
 /// Where the shim mounts the node part inside a container.
 pub const CONTAINER_NODE_PATH: &str = "/run/hami/node.ledger";
 /// Where the shim mounts the limits part inside a container.

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use hami_ledger::{ContainerLimits, UsageLedger};
 use thiserror::Error;
 
-/// Where the library is mounted inside a capped container (and what `ld.so.preload` names).
-pub const LIBRARY_IN_CONTAINER: &str = "/usr/local/lib/hami/libhami.so";
-/// Where the ledger parts are mounted inside a capped container.
-pub const NODE_IN_CONTAINER: &str = "/run/hami/node.ledger";
-pub const LIMITS_IN_CONTAINER: &str = "/run/hami/limits.ledger";
-pub const USAGE_IN_CONTAINER: &str = "/run/hami/usage.ledger";
+/// Where the library and the ledger parts are mounted inside a capped container: one
+/// definition, which the library reads whatever the container's environment says.
+pub use hami_ledger::paths::{
+    CONTAINER_LIBRARY_PATH as LIBRARY_IN_CONTAINER, CONTAINER_LIMITS_PATH as LIMITS_IN_CONTAINER,
+    CONTAINER_NODE_PATH as NODE_IN_CONTAINER, CONTAINER_USAGE_PATH as USAGE_IN_CONTAINER,
+};
 
 /// Why a ledger entry could not be written or removed.
 #[derive(Debug, Error)]

@@ -365,6 +365,89 @@ fn two_containers_on_one_device_are_each_capped_and_so_are_their_execs() {
 }
 
 #[test]
+fn a_cleared_or_altered_environment_is_capped_like_the_first_process() {
+    let Some(s) = setup("a_cleared_or_altered_environment_is_capped_like_the_first_process") else {
+        return;
+    };
+    let id = unique("env");
+    let annotations = ["hami.io/gpu-memory=1Gi"];
+    let mut args = s
+        .rootfs
+        .run_args(true, "io.containerd.hami.v2", &annotations);
+    args.extend([id.as_str(), "/usr/bin/sleep", "3600"]);
+    let out = s.lab.ctr(&args);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The simulated driver needs its own variables (a real driver needs none); every variable
+    // of ours is dropped, pointed elsewhere, or set to loosen the cap.
+    let driver_env: Vec<String> = s
+        .gpu
+        .env()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut cleared = vec!["-i".to_owned()];
+    cleared.extend(driver_env.iter().cloned());
+    let variants: Vec<(&str, Vec<String>)> = vec![
+        ("env -i", cleared),
+        (
+            "env -u HAMI_LEDGER_LIMITS",
+            vec!["-u".into(), "HAMI_LEDGER_LIMITS".into()],
+        ),
+        (
+            "env -u HAMI_LEDGER_USAGE -u HAMI_LEDGER_NODE",
+            ["-u", "HAMI_LEDGER_USAGE", "-u", "HAMI_LEDGER_NODE"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        (
+            "ledger variables pointed elsewhere",
+            [
+                "HAMI_LEDGER_LIMITS=/tmp/other-limits.ledger",
+                "HAMI_LEDGER_USAGE=/tmp/other-usage.ledger",
+                "HAMI_LEDGER_NODE=/tmp/other-node.ledger",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        (
+            "standalone caps instead of the ledger",
+            [
+                "-u",
+                "HAMI_LEDGER_LIMITS",
+                "-u",
+                "HAMI_LEDGER_USAGE",
+                "HAMI_MEMORY_LIMIT=3Gi",
+                "CUDA_DEVICE_MEMORY_LIMIT=3Gi",
+                "GPU_CORE_UTILIZATION_POLICY=disable",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+    ];
+    for (what, env_args) in &variants {
+        let exec_id = unique("exec");
+        let mut args: Vec<&str> = vec!["tasks", "exec", "--exec-id", &exec_id, &id, "/usr/bin/env"];
+        args.extend(env_args.iter().map(String::as_str));
+        args.extend([s.client.as_str(), "fill-until-oom", "--step", "64Mi"]);
+        let out = s.lab.ctr(&args);
+        assert!(out.status.success(), "{what}: {}", text(&out));
+        let fill = parse_fill_report(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(fill.total, GIB, "{what}: {fill:?}");
+        assert_capped(&fill, GIB);
+    }
+
+    let _ = s.lab.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    assert!(eventually(std::time::Duration::from_secs(10), || s
+        .lab
+        .ctr(&["tasks", "rm", &id])
+        .status
+        .success()));
+    s.lab.ctr_ok(&["containers", "rm", &id]);
+    assert!(s.lab.ledger_entries().is_empty());
+}
+
+#[test]
 fn cri_container_and_exec_sync_are_capped_by_pod_annotations() {
     use k8s_cri::v1::{
         CreateContainerRequest, KeyValue, Mount, RemovePodSandboxRequest, RunPodSandboxRequest,

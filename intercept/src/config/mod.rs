@@ -10,6 +10,7 @@
 //! With neither, nothing is capped and every call passes through. A limit that does not parse
 //! is an error: the library then fails closed (see `runtime`), never "no limit".
 
+pub mod confinement;
 mod size;
 
 use std::path::PathBuf;
@@ -88,9 +89,10 @@ pub fn default_usage_path() -> PathBuf {
 }
 
 impl Settings {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Settings, ConfigError> {
-        Settings::from_lookup(|name| std::env::var(name).ok())
+    /// Reads the process environment, as far as `confinement` lets it configure the library.
+    pub fn from_env(confinement: confinement::Confinement) -> Result<Settings, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        Settings::from_lookup(confinement.lookup(&env))
     }
 
     /// Reads the configuration through `lookup` (the environment, or a map in tests).

@@ -138,7 +138,9 @@ fn private_cell() -> &'static [AtomicU64; COMPUTE_WORDS] {
 impl ProcessLimiter {
     /// Reads the configuration from the process environment; `None` when nothing is capped.
     pub fn from_env() -> Option<&'static ProcessLimiter> {
-        match Self::build(&|name| std::env::var(name).ok()) {
+        let confinement = crate::config::confinement::Confinement::current();
+        let env = |name: &str| std::env::var(name).ok();
+        match Self::build(&confinement.lookup(&env)) {
             Ok(limiter) => limiter,
             Err(err) => {
                 hami_log!(Level::Error, "compute caps not applied: {err}");

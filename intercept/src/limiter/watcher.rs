@@ -93,9 +93,8 @@ fn run(limiter: &'static ProcessLimiter) {
             let measured = busy.map(|b| budget.measured_ns().saturating_add(b.own_ns));
             // Other processes busy for more than 2 % of the newly settled stretch want the
             // device (between samples nothing is known, and the controller holds the sign).
-            let others_busy = busy.map(|b| {
-                b.period_ns > 0 && b.others_ns.saturating_mul(50) > b.period_ns
-            });
+            let others_busy =
+                busy.map(|b| b.period_ns > 0 && b.others_ns.saturating_mul(50) > b.period_ns);
             let step = controllers[index].step(
                 budget,
                 device.gate.contention(),

@@ -386,7 +386,10 @@ fn newest_samples(
     }
     // The first instant's period must lie inside the history too.
     .max(now_us.saturating_sub(history_us) + SAMPLER_PERIOD_US);
-    let (first, last) = (oldest_us / SAMPLER_PERIOD_US + 1, now_us / SAMPLER_PERIOD_US);
+    let (first, last) = (
+        oldest_us / SAMPLER_PERIOD_US + 1,
+        now_us / SAMPLER_PERIOD_US,
+    );
     let period_ns = SAMPLER_PERIOD_US * 1_000;
     let mut samples: Vec<nvmlProcessUtilizationSample_t> = Vec::new();
     for instant in (first..=last).rev() {

@@ -73,22 +73,33 @@ fn compute_pids(device: nvmlDevice_t) -> Vec<(u32, u64)> {
         .collect()
 }
 
-/// Utilization per pid over the samples since `last_seen` (µs, 0 = the last second).
-fn process_utilization(device: nvmlDevice_t, last_seen: u64) -> Vec<(u32, u32)> {
+/// The samples newer than `last_seen` (µs, 0 = the last second): each process's newest.
+fn process_samples(device: nvmlDevice_t, last_seen: u64) -> Vec<nvmlProcessUtilizationSample_t> {
     let utilization: nvml::pfn::nvmlDeviceGetProcessUtilization =
         machine().sym("nvmlDeviceGetProcessUtilization");
     let mut count = 0u32;
     // SAFETY: a size query with a null buffer.
     let rc = unsafe { utilization(device, std::ptr::null_mut(), &mut count, last_seen) };
+    if rc == NVML_ERROR_NOT_FOUND {
+        return Vec::new();
+    }
     assert_eq!(rc, NVML_ERROR_INSUFFICIENT_SIZE);
     // Room for processes that appear between the two calls, as NVML users leave.
     let mut samples = vec![nvmlProcessUtilizationSample_t::default(); count as usize + 8];
     count = samples.len() as u32;
     // SAFETY: a buffer of `count` samples.
     let rc = unsafe { utilization(device, samples.as_mut_ptr(), &mut count, last_seen) };
+    if rc == NVML_ERROR_NOT_FOUND {
+        return Vec::new();
+    }
     assert_eq!(rc, NVML_SUCCESS);
-    // One sample per process every 200 ms, as a real driver keeps them: averaged per process.
-    nvml::samples::utilization_by_pid(&mut samples[..count as usize], last_seen)
+    samples.truncate(count as usize);
+    samples
+}
+
+/// Utilization per pid of the newest samples since `last_seen`.
+fn process_utilization(device: nvmlDevice_t, last_seen: u64) -> Vec<(u32, u32)> {
+    nvml::samples::utilization_by_pid(&mut process_samples(device, last_seen), last_seen)
 }
 
 fn realtime_us() -> u64 {
@@ -109,7 +120,6 @@ fn share_of(samples: &[(u32, u32)], pid: u32) -> u32 {
 #[test]
 fn two_processes_spinning_back_to_back_each_get_half_the_device() {
     let device = nvml_device(0);
-    let started_us = realtime_us();
     let spin = || {
         machine()
             .command(&runtime_like())
@@ -130,7 +140,18 @@ fn two_processes_spinning_back_to_back_each_get_half_the_device() {
     };
     let (a, b) = (spin(), spin());
     let (pid_a, pid_b) = (a.id(), b.id());
-    std::thread::sleep(Duration::from_millis(1500));
+    // Read as the limiter reads: every 50 ms, what is newer than the newest sample counted.
+    let counting_from = realtime_us();
+    let mut cursor = nvml::samples::SampleCursor::starting_at(counting_from);
+    let mut busy: std::collections::HashMap<u32, u64> = Default::default();
+    let mut settled = None;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut samples = process_samples(device, cursor.since_us());
+        settled = cursor
+            .read(&mut samples, |pid, ns| *busy.entry(pid).or_insert(0) += ns)
+            .or(settled);
+    }
     let live = process_utilization(device, 0);
     let utilization: nvml::pfn::nvmlDeviceGetUtilizationRates =
         machine().sym("nvmlDeviceGetUtilizationRates");
@@ -141,16 +162,21 @@ fn two_processes_spinning_back_to_back_each_get_half_the_device() {
         a.wait_with_output().expect("spinner a"),
         b.wait_with_output().expect("spinner b"),
     );
-    let whole_run = process_utilization(device, started_us);
 
-    for (name, samples) in [("last second", &live), ("whole run", &whole_run)] {
-        for pid in [pid_a, pid_b] {
-            let share = share_of(samples, pid);
-            assert!(
-                (40..=60).contains(&share),
-                "{name}: pid {pid} got {share}% of the device: {samples:?}"
-            );
-        }
+    for pid in [pid_a, pid_b] {
+        let share = share_of(&live, pid);
+        assert!(
+            (40..=60).contains(&share),
+            "newest samples: pid {pid} got {share}% of the device: {live:?}"
+        );
+    }
+    let counted_us = settled.expect("samples came").saturating_sub(counting_from);
+    for pid in [pid_a, pid_b] {
+        let share = busy.get(&pid).copied().unwrap_or(0) as f64 / (counted_us as f64 * 1e3);
+        assert!(
+            (0.3..=0.6).contains(&share),
+            "samples read through a cursor: pid {pid} got {share:.2} of {counted_us} us: {busy:?}"
+        );
     }
     assert!(
         rates.gpu >= 90,
