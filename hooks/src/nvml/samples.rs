@@ -159,7 +159,6 @@ impl SampleCursor {
         );
         self.processes = processes.into_inner();
         self.newest_us = newest;
-        let newest = self.newest_us;
         self.processes
             .retain(|&(_, seen)| newest.saturating_sub(seen) < FORGET_AFTER_US);
         (newest > before).then_some(newest)

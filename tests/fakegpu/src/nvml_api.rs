@@ -430,7 +430,7 @@ pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
             return Err(NVML_ERROR_INVALID_ARGUMENT);
         }
         let (now_us, now_ns) = (realtime_us(), monotonic_ns());
-        let samples = newest_samples(&driver, index, now_us, now_ns, last_seen_time_stamp);
+        let samples = newest_samples(driver, index, now_us, now_ns, last_seen_time_stamp);
         if samples.is_empty() {
             return Err(NVML_ERROR_NOT_FOUND);
         }
