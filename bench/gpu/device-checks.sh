@@ -2,13 +2,14 @@
 # Every check a lent GPU machine should run, in one pass, from binaries built elsewhere (the
 # GPU machine has no Rust toolchain): libhami.so's end-to-end checks against the real driver,
 # the simulated device's test programs on the real driver, the per-call hook cost against the
-# real driver, then the compute-limiter harness (bench/gpu/run.sh).
+# real driver, NVML's raw samples beside capped and paired loads (limiter-diagnose.sh), then
+# the compute-limiter harness (bench/gpu/run.sh).
 #
 #   scripts/stage-gpu.sh            here: builds in release and copies what travels into .gpu/
 #   bench/gpu/device-checks.sh      there: OUT receives results.tar.gz; a summary goes to stdout
 #
-# Each step is bounded; the whole stays under about 9 minutes. A failed step does not stop the
-# later ones; the exit status is the number of failed steps.
+# Each step is bounded; the whole takes about 5 minutes and stays under 10. A failed step
+# does not stop the later ones; the exit status is the number of failed steps.
 set -u
 cd "$(dirname "$0")/../.."
 STAGE=$(pwd)/.gpu
@@ -50,9 +51,11 @@ step e2e-real-gpu 60 "$STAGE/real_gpu" --ignored --test-threads 1
 step fakegpu-programs-on-real-driver 60 env HAMI_CUDA_CLIENT="$STAGE/hami-cuda-client" \
     tests/fakegpu/real-gpu.sh 0
 
-TAIL_LINES=40 step hooks-real-driver 120 "$STAGE/hami" bench hooks --system-driver \
+TAIL_LINES=40 step hooks-real-driver 90 "$STAGE/hami" bench hooks --system-driver \
     --rounds 5 --samples 50 --batch 200
 
-TAIL_LINES=60 step limiter-real-gpu 330 env HAMI_BIN_DIR="$STAGE" OUT="$WORK/limiter" \
-    HAMI_LIMITER_TIMEOUT_S=290 \
+TAIL_LINES=40 step limiter-diagnose 90 env OUT="$WORK/diagnose" bench/gpu/limiter-diagnose.sh
+
+TAIL_LINES=60 step limiter-real-gpu 300 env HAMI_BIN_DIR="$STAGE" OUT="$WORK/limiter" \
+    HAMI_LIMITER_TIMEOUT_S=270 \
     bench/gpu/run.sh

@@ -1,7 +1,9 @@
 #!/bin/sh
 # What the compute limiter sees on a real GPU: NVML's raw per-process samples (period,
-# reporting delay) beside a load alone and a load capped through `hami run` with the
-# measurer's debug log. Binaries from scripts/stage-gpu.sh (.gpu/); OUT gets results.tar.gz.
+# reporting delay) beside a load alone, loads capped through `hami run` with the measurer's
+# debug log, and two loads time-slicing the device (uncapped, then capped 30 + 70): how NVML
+# attributes shared time, against each load's kernel count. Binaries from
+# scripts/stage-gpu.sh (.gpu/); OUT gets diagnose.tar.gz. About 45 s.
 set -u
 cd "$(dirname "$0")/../.."
 STAGE=$(pwd)/.gpu
@@ -31,3 +33,26 @@ for cap in 50 10; do
 done
 sampled cap30-20ms 6.5 env HAMI_LOG=debug "$HAMI" run --cores 30 -- \
     "$HAMI" bench limiter load --kernel-us 20000 --seconds 6
+
+# Two loads at once: the per-process samples of both, and each load's kernel count.
+pair() { # name cores_a cores_b
+    name=$1
+    run_load() { # cores
+        if [ "$1" = "-" ]; then
+            "$HAMI" bench limiter load --kernel-us 1000 --seconds 6
+        else
+            env HAMI_LOG=debug "$HAMI" run --cores "$1" -- \
+                "$HAMI" bench limiter load --kernel-us 1000 --seconds 6
+        fi
+    }
+    run_load "$2" > "$W/$name-a-load.json" 2> "$W/$name-a-stderr.txt" &
+    a=$!
+    run_load "$3" > "$W/$name-b-load.json" 2> "$W/$name-b-stderr.txt" &
+    b=$!
+    "$W/nvml_samples" 6.5 10 > "$W/$name-samples.txt"
+    wait "$a" "$b"
+    echo "== $name: a $(tr "\n" " " < "$W/$name-a-load.json") b $(tr "\n" " " < "$W/$name-b-load.json")"
+    python3 bench/gpu/nvml_summary.py < "$W/$name-samples.txt"
+}
+pair pair-uncapped - -
+pair pair-30-70 30 70
