@@ -2,7 +2,8 @@
 //!
 //! The trait takes requests only (no server context), so the proxy can be driven in tests by an
 //! in-memory backend, and in production by [`BackendClient`], a [`TaskClient`] connected to the
-//! backend's socket on first use.
+//! backend's socket on first use. The client speaks the Task API version the backend announced
+//! in its `start` reply (v2 for the runc shim of containerd 1.6/1.7, v3 for 2.x).
 
 use std::sync::Mutex;
 
@@ -13,12 +14,14 @@ use containerd_shim::api::{
     StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
     UpdateTaskRequest, WaitRequest, WaitResponse,
 };
-use containerd_shim::protos::TaskClient;
+use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::ttrpc;
 
-/// Declares [`TaskBackend`] and its implementation for the ttrpc client, method by method.
+use crate::task_api::{Endpoint, TaskApi};
+
+/// Declares [`TaskBackend`] and its implementations for the ttrpc clients, method by method.
 macro_rules! task_backend {
-    ($($method:ident($request:ty) -> $response:ty;)*) => {
+    ($($method:ident($name:literal, $request:ty) -> $response:ty;)*) => {
         /// The Task API of the shim the proxy forwards to.
         pub trait TaskBackend: Send + Sync {
             $(
@@ -30,9 +33,7 @@ macro_rules! task_backend {
         impl TaskBackend for TaskClient {
             $(
                 fn $method(&self, request: &$request) -> ttrpc::Result<$response> {
-                    // No deadline: `wait` blocks until the process exits, and containerd applies
-                    // its own deadline to the call it made to the proxy.
-                    TaskClient::$method(self, ttrpc::context::with_timeout(0), request)
+                    self.call($name, request)
                 }
             )*
         }
@@ -48,42 +49,83 @@ macro_rules! task_backend {
 }
 
 task_backend! {
-    state(StateRequest) -> StateResponse;
-    create(CreateTaskRequest) -> CreateTaskResponse;
-    start(StartRequest) -> StartResponse;
-    delete(DeleteRequest) -> DeleteResponse;
-    pids(PidsRequest) -> PidsResponse;
-    pause(PauseRequest) -> Empty;
-    resume(ResumeRequest) -> Empty;
-    checkpoint(CheckpointTaskRequest) -> Empty;
-    kill(KillRequest) -> Empty;
-    exec(ExecProcessRequest) -> Empty;
-    resize_pty(ResizePtyRequest) -> Empty;
-    close_io(CloseIORequest) -> Empty;
-    update(UpdateTaskRequest) -> Empty;
-    wait(WaitRequest) -> WaitResponse;
-    stats(StatsRequest) -> StatsResponse;
-    connect(ConnectRequest) -> ConnectResponse;
-    shutdown(ShutdownRequest) -> Empty;
+    state("State", StateRequest) -> StateResponse;
+    create("Create", CreateTaskRequest) -> CreateTaskResponse;
+    start("Start", StartRequest) -> StartResponse;
+    delete("Delete", DeleteRequest) -> DeleteResponse;
+    pids("Pids", PidsRequest) -> PidsResponse;
+    pause("Pause", PauseRequest) -> Empty;
+    resume("Resume", ResumeRequest) -> Empty;
+    checkpoint("Checkpoint", CheckpointTaskRequest) -> Empty;
+    kill("Kill", KillRequest) -> Empty;
+    exec("Exec", ExecProcessRequest) -> Empty;
+    resize_pty("ResizePty", ResizePtyRequest) -> Empty;
+    close_io("CloseIO", CloseIORequest) -> Empty;
+    update("Update", UpdateTaskRequest) -> Empty;
+    wait("Wait", WaitRequest) -> WaitResponse;
+    stats("Stats", StatsRequest) -> StatsResponse;
+    connect("Connect", ConnectRequest) -> ConnectResponse;
+    shutdown("Shutdown", ShutdownRequest) -> Empty;
 }
 
-/// Connects to a backend shim's ttrpc address (`unix:///run/containerd/s/...`).
-pub fn connect(address: &str) -> ttrpc::Result<TaskClient> {
-    let client = ttrpc::Client::connect(address)?;
-    Ok(TaskClient::new(client))
+/// A Task API client for one shim, in the version that shim speaks.
+#[derive(Clone)]
+pub struct TaskClient {
+    client: ttrpc::Client,
+    api: TaskApi,
+    /// Deadline of each call in ns; 0: none.
+    timeout_ns: i64,
+}
+
+impl TaskClient {
+    /// Connects to `endpoint`. Calls have no deadline: `wait` blocks until the process exits,
+    /// and containerd applies its own deadline to the call it made to the proxy.
+    pub fn connect(endpoint: &Endpoint) -> ttrpc::Result<TaskClient> {
+        Ok(TaskClient {
+            client: ttrpc::Client::connect(&endpoint.address)?,
+            api: endpoint.api,
+            timeout_ns: 0,
+        })
+    }
+
+    /// The same client with a deadline of `ns` nanoseconds on each call.
+    pub fn with_timeout(self, ns: i64) -> TaskClient {
+        TaskClient {
+            timeout_ns: ns,
+            ..self
+        }
+    }
+
+    /// The Task API version this client speaks.
+    pub fn api(&self) -> TaskApi {
+        self.api
+    }
+
+    fn call<Req: Message, Res: Message>(&self, method: &str, request: &Req) -> ttrpc::Result<Res> {
+        let mut call = ttrpc::Request::new();
+        call.service = self.api.service().to_owned();
+        call.method = method.to_owned();
+        call.timeout_nano = self.timeout_ns;
+        call.payload = request
+            .write_to_bytes()
+            .map_err(|e| ttrpc::Error::Others(format!("encode {method} request: {e}")))?;
+        let response = self.client.request(call)?;
+        Res::parse_from_bytes(&response.payload)
+            .map_err(|e| ttrpc::Error::Others(format!("decode {method} response: {e}")))
+    }
 }
 
 /// The backend's Task client, connected on first use.
 pub struct BackendClient {
-    address: String,
+    endpoint: Endpoint,
     client: Mutex<Option<TaskClient>>,
 }
 
 impl BackendClient {
-    /// A client for the backend listening on `address`; nothing is connected yet.
-    pub fn new(address: String) -> Self {
+    /// A client for the backend at `endpoint`; nothing is connected yet.
+    pub fn new(endpoint: Endpoint) -> Self {
         Self {
-            address,
+            endpoint,
             client: Mutex::new(None),
         }
     }
@@ -97,7 +139,7 @@ impl BackendClient {
         if let Some(client) = slot.as_ref() {
             return Ok(client.clone());
         }
-        let client = connect(&self.address)?;
+        let client = TaskClient::connect(&self.endpoint)?;
         *slot = Some(client.clone());
         Ok(client)
     }

@@ -6,8 +6,10 @@
 
 pub mod annotations;
 pub mod backend;
+pub mod backend_process;
 pub mod config;
 pub mod contention;
+pub mod daemon;
 pub mod inventory;
 pub mod ledger_entry;
 pub mod placement;
@@ -15,3 +17,4 @@ pub mod prepare;
 pub mod proxy;
 pub mod shim;
 pub mod spec_rewrite;
+pub mod task_api;

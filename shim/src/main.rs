@@ -2,6 +2,7 @@
 
 use containerd_shim::Config;
 use hami_shim::contention::{PUBLISH_COMMAND, run_publisher_process};
+use hami_shim::daemon;
 use hami_shim::shim::{HamiShim, RUNTIME_ID};
 
 fn main() {
@@ -15,5 +16,16 @@ fn main() {
         no_reaper: true,
         ..Config::default()
     };
+    // The daemon serves task API v2 and v3 (see `daemon`); `start` and `delete` go through the
+    // library.
+    if let Ok(flags) = containerd_shim::parse(&args[1..])
+        && daemon::is_daemon(&flags)
+    {
+        if let Err(e) = daemon::serve(&flags, config) {
+            log::error!("shim daemon: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     containerd_shim::run::<HamiShim>(RUNTIME_ID, Some(config));
 }

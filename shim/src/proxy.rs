@@ -22,6 +22,7 @@ use containerd_shim::{ExitSignal, Task, TtrpcContext};
 
 use crate::backend::TaskBackend;
 use crate::spec_rewrite::{Injection, inject_into_process};
+use crate::task_api::{self, TaskApi};
 
 /// What the proxy needs done to a container beyond what runc does.
 pub trait ContainerPreparer: Send + Sync {
@@ -49,6 +50,8 @@ pub struct ProxyTask<B, P> {
     exit: Arc<ExitSignal>,
     /// Called with each created container's bundle (records where the backend is, for cleanup).
     on_bundle: Box<dyn Fn(&Path) + Send + Sync>,
+    /// The Task API containerd was told this shim speaks: how our error texts must be written.
+    api: TaskApi,
 }
 
 /// Type URL of an exec'd process spec in `ExecProcessRequest.spec`.
@@ -68,7 +71,18 @@ impl<B: TaskBackend, P: ContainerPreparer> ProxyTask<B, P> {
             containers: Mutex::new(HashMap::new()),
             exit,
             on_bundle,
+            api: TaskApi::V2,
         }
+    }
+
+    /// The same proxy, announced to containerd as speaking `api`.
+    pub fn facing(self, api: TaskApi) -> Self {
+        Self { api, ..self }
+    }
+
+    /// An error of ours, as containerd must receive it for users to read `message`.
+    fn error(&self, code: Code, message: String) -> ttrpc::Error {
+        rpc_error(code, task_api::for_containerd(&message, self.api))
     }
 
     fn containers(&self) -> MutexGuard<'_, HashMap<String, Option<Injection>>> {
@@ -86,7 +100,7 @@ impl<B: TaskBackend, P: ContainerPreparer> ProxyTask<B, P> {
         let injection = self
             .preparer
             .prepare(&request.id, &bundle)
-            .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, format!("hami: {e}")))?;
+            .map_err(|e| self.error(Code::INVALID_ARGUMENT, format!("hami: {e}")))?;
         request.options =
             MessageField::from_option(self.preparer.backend_options(request.options.as_ref()));
         match self.backend.create(&request) {
@@ -109,15 +123,15 @@ impl<B: TaskBackend, P: ContainerPreparer> ProxyTask<B, P> {
         {
             let mut process: serde_json::Value =
                 serde_json::from_slice(&spec.value).map_err(|e| {
-                    rpc_error(
+                    self.error(
                         Code::INVALID_ARGUMENT,
                         format!("hami: exec process spec: {e}"),
                     )
                 })?;
             inject_into_process(&mut process, &injection)
-                .map_err(|e| rpc_error(Code::INVALID_ARGUMENT, format!("hami: {e}")))?;
+                .map_err(|e| self.error(Code::INVALID_ARGUMENT, format!("hami: {e}")))?;
             spec.value = serde_json::to_vec(&process)
-                .map_err(|e| rpc_error(Code::INTERNAL, format!("hami: {e}")))?;
+                .map_err(|e| self.error(Code::INTERNAL, format!("hami: {e}")))?;
         }
         self.backend.exec(&request)
     }

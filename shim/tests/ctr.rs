@@ -503,3 +503,48 @@ fn exe_name(pid: i32) -> Option<String> {
                 .map(|n| n.to_string_lossy().into_owned())
         })
 }
+
+/// What containerd adds after a shim's error text (the error class, on 1.x only).
+fn containerd_suffix(class: &str) -> String {
+    if support::containerd_major() >= 2 {
+        String::new()
+    } else {
+        format!(": {class}")
+    }
+}
+
+#[test]
+fn an_error_text_with_percent_signs_reaches_ctr_intact() {
+    let Some(()) = require_tools("an_error_text_with_percent_signs_reaches_ctr_intact") else {
+        return;
+    };
+    let lab = Lab::start(&[]);
+    let uuids = lab.write_node_ledger(1, 8 * GIB);
+    let first = unique("cores");
+    let out = run_detached(
+        &lab,
+        &first,
+        &["hami.io/gpu-memory=1Gi", "hami.io/gpu-cores=70"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(
+        &lab,
+        HAMI,
+        &["hami.io/gpu-memory=1Gi", "hami.io/gpu-cores=100"],
+        "echo never",
+    );
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "ctr: failed to create shim task: hami: cannot place the container: 1 device(s) \
+             requested, 0 fit: {} needs 100% of compute, 30% uncommitted{}\n",
+            uuids[0],
+            containerd_suffix("invalid argument")
+        ),
+        "containerd {}",
+        support::containerd_version()
+    );
+    remove(&lab, &first);
+    assert!(lab.ledger_entries().is_empty());
+}

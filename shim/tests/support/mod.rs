@@ -3,6 +3,11 @@
 //!
 //! A test that finds containerd, runc or busybox missing fails when `CI=true` and otherwise
 //! prints a visible `SKIPPED` line (install: `apt-get install containerd runc busybox-static`).
+//!
+//! `HAMI_CONTAINERD_BIN=<dir>` runs the tests on the `containerd`, `ctr` and
+//! `containerd-shim-runc-v2` of `<dir>` (the shim's backend too) instead of those on PATH:
+//! `scripts/containerd-versions.sh` unpacks Debian's 1.7 and 2.x there. containerd 2.x gets its
+//! own configuration format (version 3).
 
 #![allow(dead_code)]
 
@@ -11,7 +16,7 @@ pub mod cri;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use hami_ledger::{DeviceInfo, NodeLedger, Vendor};
@@ -30,12 +35,58 @@ const REQUIRED_TOOLS: [&str; 5] = [
     "busybox",
 ];
 
+/// The environment variable naming the directory of the containerd under test.
+pub const CONTAINERD_BIN_ENV: &str = "HAMI_CONTAINERD_BIN";
+
+/// Tools that come with containerd (taken from `HAMI_CONTAINERD_BIN` when it is set).
+const CONTAINERD_TOOLS: [&str; 3] = ["containerd", "ctr", "containerd-shim-runc-v2"];
+
+/// Where a tool of the containerd under test, or any other tool, is.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    match std::env::var_os(CONTAINERD_BIN_ENV).filter(|dir| !dir.is_empty()) {
+        Some(dir) if CONTAINERD_TOOLS.contains(&name) => {
+            Some(PathBuf::from(dir).join(name)).filter(|p| p.is_file())
+        }
+        _ => which(name),
+    }
+}
+
+fn tool_path(name: &str) -> PathBuf {
+    tool(name).unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// `containerd --version` of the containerd under test, e.g. `2.1.9+unknown`.
+pub fn containerd_version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let out = Command::new(tool_path("containerd"))
+            .arg("--version")
+            .output()
+            .expect("containerd --version runs");
+        // "containerd github.com/containerd/containerd[/v2] 1.6.20~ds1 1.6.20~ds1-1+deb12u3"
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
+    })
+}
+
+/// The major version of the containerd under test.
+pub fn containerd_major() -> u32 {
+    containerd_version()
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .unwrap_or(1)
+}
+
 /// Returns `None` (after printing why) when the tests cannot run here; panics under `CI=true`.
 pub fn require_tools(test: &str) -> Option<()> {
     let missing: Vec<&str> = REQUIRED_TOOLS
         .iter()
         .copied()
-        .filter(|t| which(t).is_none())
+        .filter(|t| tool(t).is_none())
         .collect();
     if missing.is_empty() {
         if !nix::unistd::geteuid().is_root() {
@@ -163,18 +214,23 @@ impl Lab {
     /// Rewrites the shim's config with another library path and `extra` TOML lines.
     pub fn write_shim_config_with(&self, library: &Path, extra: &str) {
         let text = format!(
-            "ledger_dir = {:?}\nlibrary_path = {:?}\nlog_level = \"debug\"\n{extra}",
+            "ledger_dir = {:?}\nlibrary_path = {:?}\nbackend_shim = {:?}\nlog_level = \"debug\"\n{extra}",
             self.ledger_dir(),
-            library
+            library,
+            tool_path("containerd-shim-runc-v2"),
         );
         std::fs::write(self.root().join("shim.toml"), text).unwrap();
     }
 
     fn start_containerd(&mut self) {
         let root = self.root().to_owned();
+        // The shim under test first, then the containerd under test (its runc shim).
+        let containerd = tool_path("containerd");
+        let containerd_dir = containerd.parent().unwrap_or(Path::new("/usr/bin"));
         let path = format!(
-            "{}:{}",
+            "{}:{}:{}",
             root.join("bin").display(),
+            containerd_dir.display(),
             std::env::var("PATH").unwrap_or_default()
         );
         let log = std::fs::File::options()
@@ -182,7 +238,7 @@ impl Lab {
             .append(true)
             .open(root.join("containerd.log"))
             .unwrap();
-        let child = Command::new("containerd")
+        let child = Command::new(&containerd)
             .arg("--config")
             .arg(root.join("config.toml"))
             .env("PATH", path)
@@ -239,7 +295,7 @@ impl Lab {
 
     /// Runs `ctr --address <lab> <args>`.
     pub fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
+        Command::new(tool_path("ctr"))
             .arg("--address")
             .arg(self.address())
             .args(args)
@@ -396,17 +452,45 @@ fn unmount_under(root: &Path) {
     }
 }
 
+/// The private containerd's configuration, in the format of its generation: version 2 for 1.6
+/// and 1.7, version 3 for 2.x (the runtime handlers as in `deploy/containerd/`).
 fn containerd_config(root: &Path) -> String {
     let r = root.display();
-    format!(
-        r#"version = 2
-root = "{r}/root"
+    let common = format!(
+        r#"root = "{r}/root"
 state = "{r}/state"
 [grpc]
   address = "{r}/containerd.sock"
 [ttrpc]
   address = "{r}/containerd-ttrpc.sock"
-[plugins."io.containerd.grpc.v1.cri"]
+"#
+    );
+    if containerd_major() >= 2 {
+        return format!(
+            r#"version = 3
+{common}[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "registry.k8s.io/pause:3.6"
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{r}/cni-bin"]
+    conf_dir = "{r}/cni-conf"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.hami]
+    runtime_type = "io.containerd.hami.v2"
+    pod_annotations = ["hami.io/*"]
+    container_annotations = ["hami.io/*"]
+"#
+        );
+    }
+    format!(
+        r#"version = 2
+{common}[plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
   sandbox_image = "registry.k8s.io/pause:3.6"
   [plugins."io.containerd.grpc.v1.cri".cni]
@@ -442,7 +526,7 @@ pub fn busybox_rootfs(dir: &Path) {
     ] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
-    let busybox = which("busybox").expect("busybox is installed");
+    let busybox = tool("busybox").expect("busybox is installed");
     std::fs::copy(&busybox, dir.join("bin/busybox")).unwrap();
     let list = Command::new(&busybox).arg("--list").output().unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
