@@ -21,8 +21,9 @@ use containerd_shim::protos::ttrpc::{self, Code};
 use containerd_shim::{ExitSignal, Task, TtrpcContext};
 
 use crate::backend::TaskBackend;
+use crate::spec_rewrite::{CRI_CONTAINER_TYPE, annotations, read_spec};
 use crate::spec_rewrite::{Injection, inject_into_process};
-use crate::task_api::{self, TaskApi};
+use crate::task_api::{self, Caller, TaskApi};
 
 /// What the proxy needs done to a container beyond what runc does.
 pub trait ContainerPreparer: Send + Sync {
@@ -80,9 +81,10 @@ impl<B: TaskBackend, P: ContainerPreparer> ProxyTask<B, P> {
         Self { api, ..self }
     }
 
-    /// An error of ours, as containerd must receive it for users to read `message`.
-    fn error(&self, code: Code, message: String) -> ttrpc::Error {
-        rpc_error(code, task_api::for_containerd(&message, self.api))
+    /// An error of ours about a container of `caller`, as containerd must receive it for users
+    /// to read `message`.
+    fn error(&self, caller: Caller, code: Code, message: String) -> ttrpc::Error {
+        rpc_error(code, task_api::for_containerd(&message, self.api, caller))
     }
 
     fn containers(&self) -> MutexGuard<'_, HashMap<String, Option<Injection>>> {
@@ -97,10 +99,10 @@ impl<B: TaskBackend, P: ContainerPreparer> ProxyTask<B, P> {
     pub fn create_task(&self, mut request: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
         let bundle = Path::new(&request.bundle).to_owned();
         (self.on_bundle)(&bundle);
-        let injection = self
-            .preparer
-            .prepare(&request.id, &bundle)
-            .map_err(|e| self.error(Code::INVALID_ARGUMENT, format!("hami: {e}")))?;
+        let injection = self.preparer.prepare(&request.id, &bundle).map_err(|e| {
+            let message = format!("hami: {e}");
+            self.error(caller_of(&bundle), Code::INVALID_ARGUMENT, message)
+        })?;
         request.options =
             MessageField::from_option(self.preparer.backend_options(request.options.as_ref()));
         match self.backend.create(&request) {
@@ -123,15 +125,14 @@ impl<B: TaskBackend, P: ContainerPreparer> ProxyTask<B, P> {
         {
             let mut process: serde_json::Value =
                 serde_json::from_slice(&spec.value).map_err(|e| {
-                    self.error(
-                        Code::INVALID_ARGUMENT,
-                        format!("hami: exec process spec: {e}"),
-                    )
+                    let message = format!("hami: exec process spec: {e}");
+                    self.error(Caller::Tasks, Code::INVALID_ARGUMENT, message)
                 })?;
-            inject_into_process(&mut process, &injection)
-                .map_err(|e| self.error(Code::INVALID_ARGUMENT, format!("hami: {e}")))?;
+            inject_into_process(&mut process, &injection).map_err(|e| {
+                self.error(Caller::Tasks, Code::INVALID_ARGUMENT, format!("hami: {e}"))
+            })?;
             spec.value = serde_json::to_vec(&process)
-                .map_err(|e| self.error(Code::INTERNAL, format!("hami: {e}")))?;
+                .map_err(|e| self.error(Caller::Tasks, Code::INTERNAL, format!("hami: {e}")))?;
         }
         self.backend.exec(&request)
     }
@@ -162,6 +163,14 @@ impl<B: TaskBackend, P: ContainerPreparer> ProxyTask<B, P> {
     /// Ids of the containers this proxy created and that are not deleted yet.
     pub fn live_containers(&self) -> Vec<String> {
         self.containers().keys().cloned().collect()
+    }
+}
+
+/// Whether the container of `bundle` was created through CRI (its spec says so).
+fn caller_of(bundle: &Path) -> Caller {
+    match read_spec(bundle) {
+        Ok(spec) if annotations(&spec).contains_key(CRI_CONTAINER_TYPE) => Caller::Cri,
+        _ => Caller::Tasks,
     }
 }
 

@@ -163,17 +163,31 @@ where
     methods
 }
 
+/// Who asked containerd for the container: what an error text passes through on its way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The CRI plugin (kubelet, crictl): the container's spec carries `io.kubernetes.cri.*`.
+    Cri,
+    /// A client of containerd's tasks service (`ctr`, nerdctl, docker).
+    Tasks,
+}
+
 /// Text that reaches users through containerd, written so that they read it as it is.
 ///
-/// containerd up to 1.7 turns a shim's error into a gRPC status with
-/// `status.Errorf(code, err.Error())`, so the text is a format string there: `100% of` arrives
-/// as `100%!o(MISSING)f`. Doubling every `%` makes that formatting give the text back.
-/// containerd 2.x copies the text (`status.New`), so it gets the text unchanged.
-pub fn for_containerd(text: &str, api: TaskApi) -> String {
-    match api {
-        TaskApi::V2 => text.replace('%', "%%"),
-        TaskApi::V3 => text.to_owned(),
-    }
+/// containerd 1.6 and 1.7 turn an error into a gRPC status with `status.Errorf(code,
+/// err.Error())`, so the text is a format string there: `100% of` arrives as
+/// `100%!o(MISSING)f`. It is formatted once on the way to a tasks client (`ctr`), twice on the
+/// way to a CRI client (the CRI plugin reaches the tasks service through gRPC, then answers
+/// kubelet through gRPC again). Doubling every `%` once per formatting gives the text back.
+/// containerd 2.x copies the text (`status.New`) and needs nothing.
+pub fn for_containerd(text: &str, api: TaskApi, caller: Caller) -> String {
+    let formattings = match (api, caller) {
+        (TaskApi::V3, _) => 0,
+        (TaskApi::V2, Caller::Tasks) => 1,
+        (TaskApi::V2, Caller::Cri) => 2,
+    };
+    let percent = "%".repeat(1 << formattings);
+    text.replace('%', &percent)
 }
 
 #[cfg(test)]
@@ -268,12 +282,22 @@ mod tests {
     }
 
     #[test]
-    fn percent_signs_survive_each_containerd() {
+    fn percent_signs_are_doubled_once_per_formatting_on_the_way() {
         let text = "GPU-1 needs 100% of compute, 70% uncommitted";
         assert_eq!(
-            for_containerd(text, TaskApi::V2),
+            for_containerd(text, TaskApi::V2, Caller::Tasks),
             "GPU-1 needs 100%% of compute, 70%% uncommitted"
         );
-        assert_eq!(for_containerd(text, TaskApi::V3), text);
+        assert_eq!(
+            for_containerd(text, TaskApi::V2, Caller::Cri),
+            "GPU-1 needs 100%%%% of compute, 70%%%% uncommitted"
+        );
+        for caller in [Caller::Tasks, Caller::Cri] {
+            assert_eq!(for_containerd(text, TaskApi::V3, caller), text);
+        }
+        assert_eq!(
+            for_containerd("no sign", TaskApi::V2, Caller::Cri),
+            "no sign"
+        );
     }
 }

@@ -205,3 +205,95 @@ fn cri_reports_a_malformed_annotation_by_name_when_the_container_starts() {
         );
     });
 }
+
+#[test]
+fn cri_reports_an_error_text_with_percent_signs_intact() {
+    let Some(()) = require_tools("cri_reports_an_error_text_with_percent_signs_intact") else {
+        return;
+    };
+    let lab = Lab::start(&[]);
+    let uuids = lab.write_node_ledger(1, 8 * GIB);
+    import_images(&lab);
+    let log_dir = lab.root().join("pod-logs");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = connect(&lab.address()).await;
+        let mut pods = Vec::new();
+        let mut started = Vec::new();
+        for (name, cores) in [("holder", "70"), ("greedy", "100")] {
+            let annotations = HashMap::from([
+                ("hami.io/gpu-memory".to_owned(), "1Gi".to_owned()),
+                ("hami.io/gpu-cores".to_owned(), cores.to_owned()),
+            ]);
+            let sandbox = sandbox_config(name, annotations, &log_dir);
+            let pod_id = client
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(sandbox.clone()),
+                    runtime_handler: "hami".to_owned(),
+                })
+                .await
+                .expect("the sandbox runs")
+                .into_inner()
+                .pod_sandbox_id;
+            pods.push(pod_id.clone());
+            let id = client
+                .create_container(CreateContainerRequest {
+                    pod_sandbox_id: pod_id,
+                    config: Some(container_config("main")),
+                    sandbox_config: Some(sandbox),
+                })
+                .await
+                .expect("CRI creates the container record")
+                .into_inner()
+                .container_id;
+            started.push(
+                client
+                    .start_container(StartContainerRequest { container_id: id })
+                    .await,
+            );
+        }
+        assert!(started[0].is_ok(), "{:?}", started[0]);
+        let err = started[1].as_ref().expect_err("no compute is left");
+        let placement = format!(
+            "hami: cannot place the container: 1 device(s) requested, 0 fit: {} needs 100% of \
+             compute, 30% uncommitted",
+            uuids[0]
+        );
+        let class = if support::containerd_major() >= 2 {
+            ""
+        } else {
+            ": invalid argument"
+        };
+        assert_eq!(
+            err.message(),
+            format!(
+                "failed to create containerd task: failed to create shim task: {placement}{class}"
+            ),
+            "containerd {}",
+            support::containerd_version()
+        );
+        for pod_id in pods {
+            client
+                .stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod_id.clone(),
+                })
+                .await
+                .expect("pod stops");
+            client
+                .remove_pod_sandbox(RemovePodSandboxRequest {
+                    pod_sandbox_id: pod_id,
+                })
+                .await
+                .expect("pod removed");
+        }
+        assert!(
+            eventually(Duration::from_secs(10), || lab.ledger_entries().is_empty()),
+            "ledger entries left: {:?}",
+            lab.ledger_entries()
+        );
+    });
+}
