@@ -3,60 +3,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use support::{GIB, Lab, busybox_rootfs, eventually, require_tools, text, unique};
-
-const HAMI: &str = "io.containerd.hami.v2";
-
-fn rootfs(lab: &Lab) -> String {
-    let dir = lab.root().join("rootfs");
-    if !dir.exists() {
-        // Built aside and renamed, so concurrent callers never see a half-filled root.
-        let aside = lab.root().join(unique("rootfs-building"));
-        busybox_rootfs(&aside);
-        if std::fs::rename(&aside, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&aside);
-        }
-    }
-    dir.display().to_string()
-}
-
-/// `ctr run --rm` of `script` under runtime `runtime` with `annotations`.
-fn run(lab: &Lab, runtime: &str, annotations: &[&str], script: &str) -> std::process::Output {
-    let id = unique("run");
-    let rootfs = rootfs(lab);
-    let mut args = vec!["run", "--rm", "--runtime", runtime];
-    for annotation in annotations {
-        args.extend(["--annotation", annotation]);
-    }
-    args.extend(["--rootfs", &rootfs, &id, "/bin/sh", "-c", script]);
-    lab.ctr(&args)
-}
-
-/// Starts a detached container running `sleep` under the hami runtime.
-fn run_detached(lab: &Lab, id: &str, annotations: &[&str]) -> std::process::Output {
-    let rootfs = rootfs(lab);
-    let mut args = vec!["run", "-d", "--runtime", HAMI];
-    for annotation in annotations {
-        args.extend(["--annotation", annotation]);
-    }
-    args.extend(["--rootfs", &rootfs, id, "/bin/sleep", "3600"]);
-    lab.ctr(&args)
-}
-
-fn remove(lab: &Lab, id: &str) {
-    let _ = lab.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
-    assert!(
-        eventually(Duration::from_secs(10), || lab
-            .ctr(&["tasks", "rm", id])
-            .status
-            .success()),
-        "task {id} not removed"
-    );
-    lab.ctr_ok(&["containers", "rm", id]);
-}
+use support::ctr::{HAMI, alive, remove, rootfs, run, run_detached, task_pid};
+use support::{GIB, Lab, eventually, require_tools, text, unique};
 
 #[test]
 fn container_without_hami_annotation_runs_exactly_as_with_runc() {
@@ -251,54 +201,6 @@ fn concurrent_creations_never_share_the_last_slice() {
 }
 
 #[test]
-fn shim_killed_then_containerd_cleanup_leaks_nothing() {
-    let Some(()) = require_tools("shim_killed_then_containerd_cleanup_leaks_nothing") else {
-        return;
-    };
-    let lab = Lab::start(&[]);
-    lab.write_node_ledger(1, 8 * GIB);
-    let id = unique("killed");
-    let out = run_detached(&lab, &id, &["hami.io/gpu-memory=1Gi"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let marker = format!("-id {id} ");
-    let proxy: Vec<i32> = lab
-        .processes_matching(&marker)
-        .into_iter()
-        .filter(|pid| exe_name(*pid).is_some_and(|n| n.contains("containerd-shim-hami-v2")))
-        .collect();
-    assert_eq!(proxy.len(), 1, "one proxy daemon for the container");
-    let container_pid = task_pid(&lab, &id);
-
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(proxy[0]),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-
-    assert!(
-        eventually(Duration::from_secs(20), || !alive(container_pid)),
-        "the container's process is killed"
-    );
-    assert!(
-        eventually(Duration::from_secs(20), || lab
-            .processes_matching(&marker)
-            .is_empty()),
-        "no shim of the container is left: {:?}",
-        lab.processes_matching(&marker)
-    );
-    assert!(
-        eventually(Duration::from_secs(20), || lab.ledger_entries().is_empty()),
-        "ledger entry removed"
-    );
-    let tasks = lab.ctr_ok(&["tasks", "ls"]);
-    assert!(!tasks.contains(&id), "{tasks}");
-    lab.ctr_ok(&["containers", "rm", &id]);
-    for socket in lab.shim_sockets("default", &id) {
-        assert!(!socket.exists(), "socket {} left behind", socket.display());
-    }
-}
-
-#[test]
 fn lifecycle_calls_behave_like_runc_and_survive_a_containerd_restart() {
     let Some(()) =
         require_tools("lifecycle_calls_behave_like_runc_and_survive_a_containerd_restart")
@@ -473,35 +375,6 @@ fn placement_honours_visible_devices_and_device_selection() {
         "{stderr}"
     );
     assert!(lab.ledger_entries().is_empty());
-}
-
-fn task_pid(lab: &Lab, id: &str) -> i32 {
-    let tasks = lab.ctr_ok(&["tasks", "ls"]);
-    let line = tasks
-        .lines()
-        .find(|l| l.starts_with(id))
-        .unwrap_or_else(|| panic!("no task {id}: {tasks}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
-fn exe_name(pid: i32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .and_then(|p| {
-            Path::new(&p)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
 }
 
 /// What containerd adds after a shim's error text (the error class, on 1.x only).

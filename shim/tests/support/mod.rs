@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod cri;
+pub mod ctr;
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -222,7 +223,8 @@ impl Lab {
         std::fs::write(self.root().join("shim.toml"), text).unwrap();
     }
 
-    fn start_containerd(&mut self) {
+    /// Starts containerd on the lab's configuration and waits until it serves.
+    pub fn start_containerd(&mut self) {
         let root = self.root().to_owned();
         // The shim under test first, then the containerd under test (its runc shim).
         let containerd = tool_path("containerd");
@@ -270,7 +272,8 @@ impl Lab {
         }
     }
 
-    fn stop_containerd(&mut self) {
+    /// Stops containerd (SIGTERM); running shims and containers stay.
+    pub fn stop_containerd(&mut self) {
         if let Some(mut child) = self.containerd.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
