@@ -1,8 +1,10 @@
 //! Container start-to-exit time through the `hami` runtime vs `io.containerd.runc.v2`.
 //!
 //! `cargo bench -p containerd-shim-hami-v2 --bench start_to_exit` (root, containerd + runc +
-//! busybox installed). Runs `ctr run --rm ... /bin/true` on a private containerd, interleaving
-//! the runtimes so drift hits all alike, and prints medians of 20 and the ratios to runc.
+//! busybox installed; `HAMI_CONTAINERD_BIN=<dir>` for another containerd, see
+//! `scripts/containerd-versions.sh`). Runs `ctr run --rm ... /bin/true` on a private containerd,
+//! interleaving the runtimes so drift hits all alike, and prints medians of 20 and the ratios to
+//! the runc shim of the same containerd.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -68,7 +70,10 @@ fn main() {
         }
     }
     let baseline = median(&mut variants[0].samples.clone());
-    println!("container start-to-exit (`ctr run --rm ... /bin/true`), median of {RUNS}:");
+    println!(
+        "containerd {}: container start-to-exit (`ctr run --rm ... /bin/true`), median of {RUNS}:",
+        support::containerd_version()
+    );
     for variant in &mut variants {
         let m = median(&mut variant.samples);
         let ratio = m.as_secs_f64() / baseline.as_secs_f64();

@@ -456,7 +456,7 @@ fn unmount_under(root: &Path) {
 }
 
 /// The private containerd's configuration, in the format of its generation: version 2 for 1.6
-/// and 1.7, version 3 for 2.x (the runtime handlers as in `deploy/containerd/`).
+/// and 1.7, version 3 for 2.x, with the `hami` handler of `deploy/containerd/`.
 fn containerd_config(root: &Path) -> String {
     let r = root.display();
     let common = format!(
@@ -484,11 +484,10 @@ state = "{r}/state"
     default_runtime_name = "runc"
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.hami]
-    runtime_type = "io.containerd.hami.v2"
-    pod_annotations = ["hami.io/*"]
-    container_annotations = ["hami.io/*"]
-"#
+{}"#,
+            handler(include_str!(
+                "../../../deploy/containerd/config-hami-v3.toml"
+            ))
         );
     }
     format!(
@@ -504,12 +503,19 @@ state = "{r}/state"
     default_runtime_name = "runc"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hami]
-    runtime_type = "io.containerd.hami.v2"
-    pod_annotations = ["hami.io/*"]
-    container_annotations = ["hami.io/*"]
-"#
+{}"#,
+        handler(include_str!("../../../deploy/containerd/config-hami.toml"))
     )
+}
+
+/// The `hami` runtime handler of a documented snippet (`deploy/containerd/`), without its
+/// `version` line: the tests run exactly what users merge.
+fn handler(snippet: &str) -> String {
+    snippet
+        .lines()
+        .filter(|line| !line.starts_with("version"))
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// stdout and stderr of a command, for assertion messages.
