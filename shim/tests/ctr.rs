@@ -421,3 +421,41 @@ fn an_error_text_with_percent_signs_reaches_ctr_intact() {
     remove(&lab, &first);
     assert!(lab.ledger_entries().is_empty());
 }
+
+#[test]
+fn a_backend_speaking_neither_task_api_fails_creation_with_a_clear_message() {
+    let test = "a_backend_speaking_neither_task_api_fails_creation_with_a_clear_message";
+    let Some(()) = require_tools(test) else {
+        return;
+    };
+    let lab = Lab::start(&[]);
+    let backend = lab.root().join("containerd-shim-future-v2");
+    let reply = r#"{"version":4,"address":"unix:///run/containerd/s/none","protocol":"ttrpc"}"#;
+    std::fs::write(&backend, format!("#!/bin/sh\nprintf '%s' '{reply}'\n")).unwrap();
+    std::fs::set_permissions(
+        &backend,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let library = lab.root().join("libhami-placeholder.so");
+    lab.write_shim_config_with(&library, &format!("backend_shim = {backend:?}\n"));
+    let out = run(&lab, HAMI, &[], "echo never");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reason = format!(
+        "io.containerd.hami.v2: backend shim {} (backend_shim in shim.toml) cannot be used: it \
+         speaks shim task API version 4; containerd-shim-hami-v2 speaks versions 2 (containerd \
+         1.6, 1.7) and 3 (containerd 2.x)",
+        backend.display()
+    );
+    assert_eq!(
+        stderr,
+        format!(
+            "ctr: failed to start shim: start failed: {reason}: exit status 1{}\n",
+            containerd_suffix("unknown")
+        ),
+        "containerd {}",
+        support::containerd_version()
+    );
+    assert!(lab.ledger_entries().is_empty());
+}

@@ -212,13 +212,21 @@ impl Lab {
         self.write_shim_config_with(library, "");
     }
 
-    /// Rewrites the shim's config with another library path and `extra` TOML lines.
+    /// Rewrites the shim's config with another library path and `extra` TOML lines (which may
+    /// name another `backend_shim`).
     pub fn write_shim_config_with(&self, library: &Path, extra: &str) {
+        let backend = if extra.contains("backend_shim") {
+            String::new()
+        } else {
+            format!(
+                "backend_shim = {:?}\n",
+                tool_path("containerd-shim-runc-v2")
+            )
+        };
         let text = format!(
-            "ledger_dir = {:?}\nlibrary_path = {:?}\nbackend_shim = {:?}\nlog_level = \"debug\"\n{extra}",
+            "ledger_dir = {:?}\nlibrary_path = {:?}\n{backend}log_level = \"debug\"\n{extra}",
             self.ledger_dir(),
             library,
-            tool_path("containerd-shim-runc-v2"),
         );
         std::fs::write(self.root().join("shim.toml"), text).unwrap();
     }
