@@ -53,7 +53,7 @@ if [ -z "${SKIP_CONTAINERD_VERSIONS:-}" ]; then
     for bin in $bins; do
       echo "== shim end-to-end tests on containerd $("$bin/containerd" --version | awk '{ print $3 }')"
       HAMI_CONTAINERD_BIN="$bin" cargo test --release --locked -p containerd-shim-hami-v2 \
-        --test ctr --test cri --test capped --test crash
+        --test ctr --test cri --test capped --test crash --test error_texts
     done
   elif [ "${CI:-}" = true ]; then
     echo "== error: cannot get containerd 1.7 and 2.x from Debian" >&2

@@ -72,7 +72,7 @@ fn main() {
     let baseline = median(&mut variants[0].samples.clone());
     println!(
         "containerd {}: container start-to-exit (`ctr run --rm ... /bin/true`), median of {RUNS}:",
-        support::containerd_version()
+        support::containerd::containerd_version()
     );
     for variant in &mut variants {
         let m = median(&mut variant.samples);
