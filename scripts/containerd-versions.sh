@@ -8,7 +8,8 @@
 #                                           # containerd-shim-runc-v2 inside), for HAMI_CONTAINERD_BIN
 #
 # Cache: $HAMI_CONTAINERD_CACHE (default ~/.cache/hami/containerd). A suite already unpacked
-# there is used as is, with no network; HAMI_CONTAINERD_REFRESH=1 downloads again.
+# there (<cache>/<suite>/bin, plus the .debs in <cache>/debs) is used as is, with no network;
+# HAMI_CONTAINERD_REFRESH=1 downloads again.
 # Suites: $HAMI_CONTAINERD_SUITES (default "trixie sid").
 set -euo pipefail
 
@@ -31,8 +32,11 @@ debian_uri() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-unpacked() { [ -x "$cache/$1/root/usr/bin/containerd" ] && [ -x "$cache/$1/root/usr/bin/ctr" ] &&
-  [ -x "$cache/$1/root/usr/bin/containerd-shim-runc-v2" ]; }
+tools=(containerd ctr containerd-shim-runc-v2)
+unpacked() {
+  local tool
+  for tool in "${tools[@]}"; do [ -x "$cache/$1/bin/$tool" ] || return 1; done
+}
 
 missing=()
 for suite in "${suites[@]}"; do
@@ -68,8 +72,13 @@ if ((${#missing[@]})); then
     version=$(apt-cache "${apt_opts[@]}" show "containerd/$suite" | awk '/^Version:/ { print $2; exit }')
     deb=$(ls "$cache/debs/containerd_$(echo "$version" | sed 's/^[0-9]*://')_"*.deb)
     rm -rf "${cache:?}/$suite"
-    mkdir -p "$cache/$suite/root"
+    mkdir -p "$cache/$suite/bin" "$cache/$suite/root"
     dpkg -x "$deb" "$cache/$suite/root"
+    # Only the three programs the tests run are kept (the .deb stays in debs/).
+    for tool in "${tools[@]}"; do
+      if [ -x "$cache/$suite/root/usr/bin/$tool" ]; then mv "$cache/$suite/root/usr/bin/$tool" "$cache/$suite/bin/"; fi
+    done
+    rm -rf "${cache:?}/$suite/root"
     echo "$version" >"$cache/$suite/version"
     unpacked "$suite" || { echo "containerd of $suite: $deb lacks containerd, ctr or containerd-shim-runc-v2" >&2; exit 1; }
   done
@@ -77,5 +86,5 @@ if ((${#missing[@]})); then
 fi
 
 for suite in "${suites[@]}"; do
-  echo "$cache/$suite/root/usr/bin"
+  echo "$cache/$suite/bin"
 done
