@@ -12,6 +12,7 @@
 # HAMI_CONTAINERD_REFRESH=1 downloads again.
 # Suites: $HAMI_CONTAINERD_SUITES (default "trixie sid").
 set -euo pipefail
+trap 'echo "containerd-versions.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 cache="${HAMI_CONTAINERD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hami/containerd}"
 suites=(${HAMI_CONTAINERD_SUITES:-trixie sid})
@@ -69,7 +70,8 @@ if ((${#missing[@]})); then
   for suite in "${missing[@]}"; do packages+=("containerd/$suite"); done
   (cd "$cache/debs" && apt-get -qq "${apt_opts[@]}" download "${packages[@]}" >&2)
   for suite in "${missing[@]}"; do
-    version=$(apt-cache "${apt_opts[@]}" show "containerd/$suite" | awk '/^Version:/ { print $2; exit }')
+    # awk reads to the end: an early exit would kill apt-cache with SIGPIPE (pipefail).
+    version=$(apt-cache "${apt_opts[@]}" show "containerd/$suite" | awk '/^Version:/ && !v { v = $2 } END { print v }')
     deb=$(ls "$cache/debs/containerd_$(echo "$version" | sed 's/^[0-9]*://')_"*.deb)
     rm -rf "${cache:?}/$suite"
     mkdir -p "$cache/$suite/bin" "$cache/$suite/root"
