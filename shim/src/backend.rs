@@ -144,3 +144,83 @@ impl BackendClient {
         Ok(client)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use containerd_shim::TtrpcContext;
+
+    use super::*;
+    use crate::task_api::services;
+
+    /// A Task service that answers `State` with the id it was asked about.
+    struct Echo;
+
+    impl containerd_shim::Task for Echo {
+        fn state(
+            &self,
+            _ctx: &TtrpcContext,
+            request: StateRequest,
+        ) -> ttrpc::Result<StateResponse> {
+            Ok(StateResponse {
+                id: request.id,
+                pid: 7,
+                ..Default::default()
+            })
+        }
+    }
+
+    #[test]
+    fn one_served_handler_set_answers_clients_of_both_task_apis() {
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("unix://{}", dir.path().join("s").display());
+        let mut server = ttrpc::Server::new()
+            .bind(&address)
+            .unwrap()
+            .register_service(services(Echo));
+        server.start().unwrap();
+        for api in TaskApi::ALL {
+            let endpoint = Endpoint {
+                address: address.clone(),
+                api,
+            };
+            let client = BackendClient::new(endpoint);
+            let request = StateRequest {
+                id: format!("c-{api}"),
+                ..Default::default()
+            };
+            let response = client.state(&request).unwrap();
+            assert_eq!(
+                (response.id.as_str(), response.pid),
+                (request.id.as_str(), 7)
+            );
+            // Not implemented by Echo: the default NOT_FOUND status comes back, not a transport
+            // error, so the service name was found.
+            let err = client.pids(&PidsRequest::default()).unwrap_err();
+            assert!(
+                matches!(&err, ttrpc::Error::RpcStatus(s) if s.code() == ttrpc::Code::NOT_FOUND),
+                "{err:?}"
+            );
+        }
+        server.shutdown();
+    }
+
+    #[test]
+    fn a_client_of_an_unknown_service_gets_a_status_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("unix://{}", dir.path().join("s").display());
+        let mut methods = services(Echo);
+        methods.retain(|path, _| path.contains(TaskApi::V2.service()));
+        let mut server = ttrpc::Server::new()
+            .bind(&address)
+            .unwrap()
+            .register_service(methods);
+        server.start().unwrap();
+        let client = BackendClient::new(Endpoint {
+            address,
+            api: TaskApi::V3,
+        });
+        let err = client.state(&StateRequest::default()).unwrap_err();
+        assert!(err.to_string().contains("containerd.task.v3.Task"), "{err}");
+        server.shutdown();
+    }
+}
