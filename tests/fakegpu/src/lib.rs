@@ -11,5 +11,6 @@ pub mod clock;
 pub mod config;
 pub mod cuda_api;
 pub mod driver;
+pub mod host_pid;
 pub mod nvml_api;
 pub mod state;

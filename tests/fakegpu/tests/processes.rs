@@ -5,6 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -291,4 +292,89 @@ fn a_process_that_exits_without_freeing_gives_its_memory_back_at_exit() {
     );
     // No other process attached or ran out of memory since: the exit itself released it.
     assert_eq!(m.mem_info().0, DEVICE_MEMORY as usize);
+}
+
+/// The children of process `pid` (host PIDs), from `/proc/PID/task/PID/children`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_process_in_its_own_pid_namespace_is_listed_under_its_host_pid() {
+    // A new PID namespace needs root, or a user namespace where the kernel allows those.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let namespace: &[&str] = if root {
+        &["--pid", "--fork", "--kill-child"]
+    } else {
+        &[
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            "--kill-child",
+        ]
+    };
+    let probe = std::process::Command::new("unshare")
+        .args(namespace)
+        .arg("true")
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "unshare {namespace:?} does not work here"
+        );
+        eprintln!("SKIPPED: unshare {namespace:?} does not work here");
+        return;
+    }
+    let device = nvml_device(1);
+    let mut unshare = machine()
+        .command(Path::new("unshare"))
+        .args(namespace)
+        .arg(runtime_like())
+        .args([
+            "hold",
+            "--device",
+            "1",
+            "--bytes",
+            "4194304",
+            "--seconds",
+            "60",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn unshare");
+    let mut line = String::new();
+    BufReader::new(unshare.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("hold line");
+    let report: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"));
+    let host_pids = children_of(unshare.id());
+    let listed = compute_pids(device);
+    let _ = unshare.kill();
+    let _ = unshare.wait();
+
+    assert_eq!(
+        report["pid"], 1,
+        "the holder runs as PID 1 of its namespace: {report}"
+    );
+    assert_eq!(
+        host_pids.len(),
+        1,
+        "unshare forked one child: {host_pids:?}"
+    );
+    assert!(
+        listed.iter().any(|(pid, _)| *pid == host_pids[0]),
+        "NVML lists the holder under its host PID {}: {listed:?}",
+        host_pids[0]
+    );
+    assert!(
+        listed.iter().all(|(pid, _)| *pid != 1),
+        "NVML never lists a namespace PID: {listed:?}"
+    );
 }

@@ -82,7 +82,12 @@ impl Driver {
         if let Some(slot) = self.slot.get() {
             return Ok(slot);
         }
-        let claimed = self.state.claim_slot(std::process::id()).map_err(|e| {
+        // NVML reports processes under their host PIDs, as the real driver does.
+        let host_pid = crate::host_pid::host_pid(self.state.dir()).map_err(|e| {
+            eprintln!("hami-fakegpu: {e}");
+            CUDA_ERROR_UNKNOWN
+        })?;
+        let claimed = self.state.claim_slot(host_pid).map_err(|e| {
             eprintln!("hami-fakegpu: {e}");
             CUDA_ERROR_UNKNOWN
         })?;
@@ -107,7 +112,7 @@ extern "C" fn release_at_exit() {
     let _ = std::panic::catch_unwind(|| {
         if let Some(Ok(driver)) = DRIVER.get()
             && let Some(slot) = driver.slot.get()
-            && driver.state.slot_pid(slot.index()) == std::process::id()
+            && slot.claimed_by() == std::process::id()
         {
             driver.state.release_slot(slot);
         }

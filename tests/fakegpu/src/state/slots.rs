@@ -24,6 +24,9 @@ pub(super) fn slot_path(dir: &std::path::Path, index: usize) -> PathBuf {
 pub struct Slot {
     index: usize,
     generation: u32,
+    /// `getpid()` of the claiming process (the slot records its host PID), so a forked
+    /// child can tell that the slot it inherited is not its own.
+    claimed_by: u32,
     _lock: File,
 }
 
@@ -36,6 +39,11 @@ impl Slot {
     /// Index of the slot in the state file.
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// `getpid()` of the process that claimed the slot.
+    pub fn claimed_by(&self) -> u32 {
+        self.claimed_by
     }
 }
 
@@ -59,7 +67,8 @@ impl SharedState {
         (rc == 0).then_some(file)
     }
 
-    /// Claims a free slot (or one whose owner died) for process `pid`.
+    /// Claims a free slot (or one whose owner died) for this process, known to NVML as `pid`
+    /// (its PID on the host).
     pub fn claim_slot(&self, pid: u32) -> Result<Slot, StateError> {
         // Never-used slots first, so the busy history of exited processes lasts.
         let (fresh, used): (Vec<usize>, Vec<usize>) = (0..MAX_PROCESSES)
@@ -84,6 +93,7 @@ impl SharedState {
                 return Ok(Slot {
                     index,
                     generation,
+                    claimed_by: std::process::id(),
                     _lock: lock,
                 });
             }

@@ -22,6 +22,8 @@ pub struct Machine {
     pub lib: Library,
     pub state_dir: PathBuf,
     pub lib_dir: PathBuf,
+    /// The device's host side (host PIDs for processes in PID namespaces of their own).
+    pub _host: hami_fakegpu::host_pid::HostSide,
 }
 
 /// Directory of the running test's build profile (`target/<profile>`).
@@ -124,6 +126,8 @@ pub fn machine() -> &'static Machine {
             std::env::set_var("HAMI_FAKEGPU_MEMORY", DEVICE_MEMORY.to_string());
             std::env::set_var("HAMI_FAKEGPU_SMS", "16");
         }
+        std::fs::create_dir_all(&state_dir).expect("state directory");
+        let host = hami_fakegpu::host_pid::HostSide::serve(&state_dir).expect("host side");
         // SAFETY: loading the simulated driver runs no initialisers with preconditions.
         let lib =
             unsafe { Library::new(lib_dir.join("libcuda.so.1")) }.expect("dlopen libcuda.so.1");
@@ -131,6 +135,7 @@ pub fn machine() -> &'static Machine {
             lib,
             state_dir,
             lib_dir,
+            _host: host,
         };
         let init: hami_hooks::cuda::pfn::cuInit = machine.sym("cuInit");
         // SAFETY: cuInit takes flags by value.
