@@ -32,8 +32,8 @@ pub use model::{
 };
 pub use node::{DeviceContention, NodeError, NodeLedger};
 pub use usage::{
-    ComputeCell, OverCap, ProcessSlot, ReclaimError, ReclaimReport, RegisterError, SlotSnapshot,
-    SlotState, UsageError, UsageLedger, UsageSnapshot,
+    ComputeCell, LiveSlot, OverCap, ProcessSlot, ReclaimError, ReclaimReport, RegisterError,
+    SlotSnapshot, SlotState, UsageError, UsageLedger, UsageSnapshot,
 };
 
 /// Devices one node part (and one container) can describe.

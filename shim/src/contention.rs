@@ -1,24 +1,29 @@
-//! One host-side publisher per capped container that copies its compute demand and priority
-//! into the node part, which containers may only read. The compute limiter of other containers
-//! on the same device reads it: `high` priority and `burst` decisions depend on it.
+//! One host-side publisher per capped container. It copies the container's compute demand and
+//! priority into the node part, which containers may only read (the compute limiter of other
+//! containers on the same device reads it: `high` priority and `burst` decisions depend on
+//! it), and keeps the container's PID map (`pid_map.rs`): the host PIDs of its processes,
+//! which its own compute limiter needs to read NVML.
 //!
 //! The publisher maps the container's usage part, a file the container can write and even
 //! truncate, and touching a truncated mapping raises SIGBUS. So it does not run in the shim,
 //! which serves every container of the pod: it runs in a child process of its own (this same
 //! binary, [`PUBLISH_COMMAND`]), where a hostile container can only kill its own publisher.
-//! The child stops when its stdin closes — when the shim releases the container, or dies — and
-//! gives its node slots back on the way out.
+//! The shim tells the child the host PID of the container's first process on its stdin
+//! (`pid N`, once the backend created the container). The child stops when its stdin closes —
+//! when the shim releases the container, or dies — and gives its node slots back on the way
+//! out.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hami_ledger::{NodeLedger, UsageLedger, compute, limits};
 
 use crate::ledger_entry::{EntryPaths, node_path};
+use crate::pid_map;
 
 /// First argument that turns this binary into a contention publisher:
 /// `containerd-shim-hami-v2 publish-contention NODE USAGE LIMITS`.
@@ -68,6 +73,18 @@ impl ContentionPublishers {
         }
     }
 
+    /// Container `id` was created with its first process at host PID `pid`: its publisher
+    /// starts following the container's processes from there.
+    pub fn created(&self, id: &str, pid: u32) {
+        let mut children = self.lock();
+        let Some(stdin) = children.get_mut(id).and_then(|c| c.stdin.as_mut()) else {
+            return;
+        };
+        if let Err(e) = writeln!(stdin, "pid {pid}") {
+            log::warn!("container {id}: the publisher cannot follow its processes: {e}");
+        }
+    }
+
     /// Stops publishing for container `id`: closes the publisher's stdin and waits for it to
     /// give its slots back.
     pub fn stop(&self, id: &str) {
@@ -96,14 +113,28 @@ pub fn run_publisher_process(args: &[String]) -> i32 {
         return 2;
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let stdin_open = Arc::clone(&stop);
+    let init = Arc::new(AtomicU32::new(0));
+    let (stdin_open, init_pid) = (Arc::clone(&stop), Arc::clone(&init));
     std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if let Some(pid) = line
+                .strip_prefix("pid ")
+                .and_then(|p| p.trim().parse().ok())
+            {
+                init_pid.store(pid, Ordering::Release);
+            }
+        }
         // EOF or an error both mean the shim let go of this container (or died).
-        let mut sink = [0u8; 64];
-        while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
         stdin_open.store(true, Ordering::Relaxed);
     });
-    let result = publish(Path::new(node), Path::new(usage), Path::new(limits), &stop);
+    let result = publish(
+        Path::new(node),
+        Path::new(usage),
+        Path::new(limits),
+        &init,
+        &stop,
+    );
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -113,9 +144,18 @@ pub fn run_publisher_process(args: &[String]) -> i32 {
     }
 }
 
-fn publish(node: &Path, usage: &Path, limits: &Path, stop: &AtomicBool) -> Result<(), String> {
+fn publish(
+    node: &Path,
+    usage: &Path,
+    limits: &Path,
+    init: &AtomicU32,
+    stop: &AtomicBool,
+) -> Result<(), String> {
     let node = NodeLedger::open_writable(node).map_err(|e| e.to_string())?;
     let usage = UsageLedger::attach(usage).map_err(|e| e.to_string())?;
     let limits = limits::read(limits).map_err(|e| e.to_string())?;
-    compute::publish_contention(&node, &usage, &limits, stop).map_err(|e| e.to_string())
+    std::thread::scope(|scope| {
+        scope.spawn(|| pid_map::follow(&usage, init, stop));
+        compute::publish_contention(&node, &usage, &limits, stop).map_err(|e| e.to_string())
+    })
 }

@@ -12,6 +12,7 @@ pub mod contention;
 pub mod daemon;
 pub mod inventory;
 pub mod ledger_entry;
+pub mod pid_map;
 pub mod placement;
 pub mod prepare;
 pub mod proxy;

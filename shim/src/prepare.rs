@@ -235,6 +235,10 @@ impl ContainerPreparer for LedgerPreparer {
         self.prepare_container(id, bundle)
     }
 
+    fn created(&self, id: &str, pid: u32) {
+        self.publishers.created(id, pid);
+    }
+
     fn release(&self, id: &str) {
         self.publishers.stop(id);
         let root = ShimConfig::load().unwrap_or_default().ledger_dir;

@@ -35,6 +35,10 @@ pub trait ContainerPreparer: Send + Sync {
     /// Returns the environment for its exec'd processes, or `None` when it runs as with runc.
     fn prepare(&self, id: &str, bundle: &Path) -> Result<Option<Injection>, Self::Error>;
 
+    /// Container `id` was created; `pid` is its first process on the host. Its processes are
+    /// found from there (their host PIDs are what NVML reports).
+    fn created(&self, id: &str, pid: u32);
+
     /// Forgets container `id` (its ledger entry); called once it is deleted or failed to create.
     fn release(&self, id: &str);
 
@@ -107,6 +111,9 @@ impl<B: TaskBackend, P: ContainerPreparer> ProxyTask<B, P> {
             MessageField::from_option(self.preparer.backend_options(request.options.as_ref()));
         match self.backend.create(&request) {
             Ok(response) => {
+                if injection.is_some() {
+                    self.preparer.created(&request.id, response.pid);
+                }
                 self.containers().insert(request.id.clone(), injection);
                 Ok(response)
             }
@@ -311,6 +318,7 @@ mod tests {
     /// Caps ids starting with `gpu`, refuses ids starting with `bad`, records releases.
     #[derive(Default)]
     struct FakePreparer {
+        created: Mutex<Vec<(String, u32)>>,
         released: Mutex<Vec<String>>,
     }
 
@@ -325,6 +333,10 @@ mod tests {
                 mounts: Vec::new(),
                 env: vec![("HAMI_LEDGER_USAGE".into(), "/run/hami/usage.ledger".into())],
             }))
+        }
+
+        fn created(&self, id: &str, pid: u32) {
+            self.created.lock().unwrap().push((id.to_owned(), pid));
         }
 
         fn release(&self, id: &str) {
@@ -409,6 +421,20 @@ mod tests {
             "runc"
         );
         assert_eq!(proxy.live_containers(), vec!["gpu1".to_owned()]);
+    }
+
+    #[test]
+    fn a_capped_container_is_followed_from_the_pid_the_backend_created() {
+        let (backend, preparer) = (RecordingBackend::default(), FakePreparer::default());
+        let (proxy, _) = proxy(&backend, &preparer);
+        proxy.create_task(create("gpu1")).unwrap();
+        proxy.create_task(create("plain")).unwrap();
+        let _ = proxy.create_task(create("fail-gpu"));
+        assert_eq!(
+            *preparer.created.lock().unwrap(),
+            vec![("gpu1".to_owned(), 42)],
+            "only a capped container that was created has processes to follow"
+        );
     }
 
     #[test]

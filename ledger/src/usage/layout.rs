@@ -45,7 +45,11 @@ pub struct SlotRecord {
     /// Pid of the owner in its own namespace, for display only (liveness is the lock byte).
     pub pid: AtomicU32,
     pub reserved0: AtomicU32,
-    pub reserved: [AtomicU64; 6],
+    /// `generation << 32 | pid` of the owner in the host's PID namespace (the PID NVML
+    /// reports), written by the host side; only valid while `generation` (low 32 bits) is
+    /// the slot's. See `host_pids.rs`.
+    pub host_pid: AtomicU64,
+    pub reserved: [AtomicU64; 5],
     /// Bytes this process holds, per device.
     pub used: [AtomicU64; MAX_DEVICES],
     /// Reservations or releases of this process in progress, per device (a count).
@@ -67,6 +71,7 @@ const _: () = assert!(size_of::<DeviceUsage>() == 64);
 const _: () = assert!(size_of::<ComputeCell>() == 128);
 const _: () = assert!(size_of::<SlotRecord>() == 320);
 const _: () = assert!(offset_of!(SlotRecord, pid) == 8);
+const _: () = assert!(offset_of!(SlotRecord, host_pid) == 16);
 const _: () = assert!(offset_of!(SlotRecord, used) == 64);
 const _: () = assert!(offset_of!(SlotRecord, inflight) == 192);
 const _: () = assert!(offset_of!(UsageLayout, control) == 64);

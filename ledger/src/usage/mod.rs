@@ -5,6 +5,7 @@
 //! allocation); [`UsageLedger::register`] claims a slot whose liveness is an OFD lock;
 //! [`UsageLedger::reclaim_dead`] returns dead processes' bytes exactly once.
 
+mod host_pids;
 mod layout;
 mod reclaim;
 mod reserve;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use self::host_pids::LiveSlot;
 pub use self::layout::{
     ComputeCell, DeviceUsage, ReclaimControl, SlotRecord, SlotState, UsageLayout,
 };

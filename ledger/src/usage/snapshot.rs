@@ -16,6 +16,8 @@ use crate::liveness;
 pub struct SlotSnapshot {
     pub index: usize,
     pub pid: u32,
+    /// PID on the host, when the host side wrote it for this owner.
+    pub host_pid: Option<u32>,
     pub generation: u64,
     pub state: SlotState,
     /// Whether a process holds the slot's lock (`None`: the check failed). A `Live` slot
@@ -59,6 +61,10 @@ impl UsageLedger {
                 (!never_used).then(|| SlotSnapshot {
                     index,
                     pid: record.pid.load(Ordering::Relaxed),
+                    host_pid: super::host_pids::decode(
+                        record.host_pid.load(Ordering::Acquire),
+                        word.generation,
+                    ),
                     generation: word.generation,
                     state: word.state,
                     alive: liveness::held_by_other(self.file.as_fd(), slot_lock_byte(index)).ok(),
