@@ -66,6 +66,17 @@ pub struct SettledBusy {
     pub lag_ns: u64,
 }
 
+impl SettledBusy {
+    /// The same stretch with every process's busy time counted as the container's.
+    pub fn all_as_own(self) -> SettledBusy {
+        SettledBusy {
+            own_ns: self.own_ns.saturating_add(self.others_ns),
+            others_ns: 0,
+            ..self
+        }
+    }
+}
+
 /// A source of a container's busy time per device.
 pub trait BusySource: Send {
     /// Settled busy time since the previous call for `device`, split between the processes

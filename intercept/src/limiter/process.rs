@@ -25,6 +25,7 @@ use hami_ledger::{ComputePolicy, NodeLedger, Priority, UsageLedger, limits};
 
 use super::busy::DeviceKey;
 use super::gate::{DeviceGate, GateConfig, percent_to_ppm};
+use crate::config::confinement::Confinement;
 use crate::hami_log;
 use crate::log::Level;
 
@@ -46,6 +47,26 @@ pub struct CappedDevice {
     pub key: DeviceKey,
 }
 
+/// Which PID namespace this process's PIDs are in, against NVML's (the host's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PidNamespace {
+    /// The host's, as under `hami run`: a slot's PID is the one NVML reports.
+    Host,
+    /// A container's of its own: NVML's PIDs are the host PIDs the shim's publisher writes
+    /// next to the slots (the PID map).
+    Container,
+}
+
+/// The container's processes, as NVML names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NvmlPids {
+    /// Every live process of the container, by the PID NVML reports.
+    Known(Vec<u32>),
+    /// Some live process's host PID is not known (yet, or no publisher writes the map): NVML's
+    /// busy time cannot be told apart, and the measurer counts all of it as the container's.
+    Unmapped,
+}
+
 /// Everything the limiter knows in this process; leaked once built (it lives as long as the
 /// mappings it points into, i.e. the process).
 pub struct ProcessLimiter {
@@ -55,6 +76,8 @@ pub struct ProcessLimiter {
     pub usage: Option<&'static UsageLedger>,
     /// Devices are CUDA ordinals (standalone caps), not container device indices.
     pub by_ordinal: bool,
+    /// Whether NVML's PIDs are the slots' own or come from the PID map.
+    pub namespace: PidNamespace,
 }
 
 /// The limiter's configuration cannot be used as written.
@@ -138,9 +161,13 @@ fn private_cell() -> &'static [AtomicU64; COMPUTE_WORDS] {
 impl ProcessLimiter {
     /// Reads the configuration from the process environment; `None` when nothing is capped.
     pub fn from_env() -> Option<&'static ProcessLimiter> {
-        let confinement = crate::config::confinement::Confinement::current();
+        let confinement = Confinement::current();
         let env = |name: &str| std::env::var(name).ok();
-        match Self::build(&confinement.lookup(&env)) {
+        let namespace = match confinement {
+            Confinement::Host => PidNamespace::Host,
+            Confinement::Container | Confinement::LedgerMissing => PidNamespace::Container,
+        };
+        match Self::build(&confinement.lookup(&env), namespace) {
             Ok(limiter) => limiter,
             Err(err) => {
                 hami_log!(Level::Error, "compute caps not applied: {err}");
@@ -152,6 +179,7 @@ impl ProcessLimiter {
     /// Builds the limiter from the configuration `lookup` yields.
     pub fn build(
         lookup: &impl Fn(&str) -> Option<String>,
+        namespace: PidNamespace,
     ) -> Result<Option<&'static ProcessLimiter>, LimiterConfigError> {
         let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let usage_path = set(vars::LEDGER_USAGE);
@@ -242,6 +270,7 @@ impl ProcessLimiter {
             devices,
             usage,
             by_ordinal,
+            namespace,
         })))
     }
 
@@ -251,22 +280,44 @@ impl ProcessLimiter {
         self.devices.get(index).and_then(Option::as_ref)
     }
 
-    /// Pids of the processes sharing the budgets (the container's live slots, and this one).
-    pub fn container_pids(&self) -> Vec<u32> {
-        let own = std::process::id();
-        let mut pids: Vec<u32> = self.usage.map_or_else(Vec::new, |usage| {
+    /// The processes sharing the budgets (the container's live slots, and this one), by the
+    /// PIDs NVML reports for them.
+    pub fn nvml_pids(&self) -> NvmlPids {
+        let live: Vec<hami_ledger::SlotSnapshot> = self.usage.map_or_else(Vec::new, |usage| {
             usage
                 .snapshot()
                 .slots
-                .iter()
-                .filter(|s| s.state == hami_ledger::SlotState::Live)
-                .map(|s| s.pid)
+                .into_iter()
+                .filter(|s| s.state == hami_ledger::SlotState::Live && s.alive != Some(false))
                 .collect()
         });
-        if !pids.contains(&own) {
-            pids.push(own);
+        container_pids(&live, std::process::id(), self.namespace)
+    }
+}
+
+/// The PIDs NVML reports for the processes of `live` slots and this one (`own`).
+fn container_pids(
+    live: &[hami_ledger::SlotSnapshot],
+    own: u32,
+    namespace: PidNamespace,
+) -> NvmlPids {
+    match namespace {
+        PidNamespace::Host => {
+            let mut pids: Vec<u32> = live.iter().map(|s| s.pid).collect();
+            if !pids.contains(&own) {
+                pids.push(own);
+            }
+            NvmlPids::Known(pids)
         }
-        pids
+        PidNamespace::Container => {
+            // This process launches too: without its own slot it would count as a stranger.
+            let own_listed = live.iter().any(|s| s.pid == own);
+            let mapped: Option<Vec<u32>> = live.iter().map(|s| s.host_pid).collect();
+            match mapped {
+                Some(pids) if own_listed => NvmlPids::Known(pids),
+                _ => NvmlPids::Unmapped,
+            }
+        }
     }
 }
 
@@ -350,7 +401,7 @@ mod tests {
             (vars::LEDGER_LIMITS, limits_path.display().to_string()),
             (vars::LEDGER_USAGE, usage_path.display().to_string()),
         ]);
-        let limiter = ProcessLimiter::build(&|name| map.get(name).cloned())
+        let limiter = ProcessLimiter::build(&|name| map.get(name).cloned(), PidNamespace::Host)
             .expect("builds")
             .expect("something is capped");
         assert!(limiter.device(0).is_none());
@@ -359,5 +410,43 @@ mod tests {
         assert!(capped.gate.config().burst);
         assert_eq!(capped.key, DeviceKey::Uuid("GPU-b".into()));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn slot(pid: u32, host_pid: Option<u32>) -> hami_ledger::SlotSnapshot {
+        hami_ledger::SlotSnapshot {
+            index: 0,
+            pid,
+            host_pid,
+            generation: 0,
+            state: hami_ledger::SlotState::Live,
+            alive: Some(true),
+            used: vec![0],
+        }
+    }
+
+    #[test]
+    fn on_the_host_slots_are_named_by_their_own_pids() {
+        let pids = container_pids(&[slot(10, None)], 11, PidNamespace::Host);
+        assert_eq!(pids, NvmlPids::Known(vec![10, 11]));
+    }
+
+    #[test]
+    fn in_a_container_slots_are_named_by_their_host_pids_once_all_are_known() {
+        let all = [slot(1, Some(4001)), slot(7, Some(4007))];
+        assert_eq!(
+            container_pids(&all, 7, PidNamespace::Container),
+            NvmlPids::Known(vec![4001, 4007])
+        );
+        let one_missing = [slot(1, Some(4001)), slot(7, None)];
+        assert_eq!(
+            container_pids(&one_missing, 7, PidNamespace::Container),
+            NvmlPids::Unmapped,
+            "a process NVML cannot be matched to would count as another tenant"
+        );
+        assert_eq!(
+            container_pids(&all[..1], 7, PidNamespace::Container),
+            NvmlPids::Unmapped,
+            "this process has no slot yet"
+        );
     }
 }

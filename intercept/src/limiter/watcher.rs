@@ -17,7 +17,7 @@ use hami_ledger::compute::futex::{monotonic_ns, wake_all};
 
 use super::busy::{BusySource, NvmlBusy};
 use super::controller::Controller;
-use super::process::ProcessLimiter;
+use super::process::{NvmlPids, ProcessLimiter};
 use crate::hami_log;
 use crate::log::Level;
 
@@ -29,6 +29,9 @@ const LOG_EVERY: u64 = 40;
 const IDLE_NS: u64 = 2_000_000_000;
 /// How long a measurer's lease lasts without renewal.
 pub const LEASE_NS: u64 = 250_000_000;
+/// How long the container's host PIDs may stay unknown before the log says so (a new
+/// process is mapped within a few of the publisher's 10 ms periods).
+const UNMAPPED_LOG_NS: u64 = 1_000_000_000;
 
 /// Whether this process runs its watcher (reset in a forked child, whose threads are gone).
 static STARTED: AtomicBool = AtomicBool::new(false);
@@ -61,10 +64,11 @@ fn run(limiter: &'static ProcessLimiter) {
     let mut source: Option<Option<NvmlBusy>> = None;
     let mut controllers = vec![Controller::default(); limiter.devices.len()];
     let mut rounds = 0u64;
+    let mut unmapped = Unmapped::default();
     loop {
         rounds += 1;
         let now = monotonic_ns();
-        let mut pids: Option<Vec<u32>> = None;
+        let mut pids: Option<NvmlPids> = None;
         for (index, device) in limiter.devices.iter().enumerate() {
             let Some(device) = device else { continue };
             let config = device.gate.config();
@@ -83,18 +87,29 @@ fn run(limiter: &'static ProcessLimiter) {
                 // not free on a real GPU. The cursor resumes where it stopped.
                 continue;
             }
-            let busy = source
-                .get_or_insert_with(NvmlBusy::open)
-                .as_mut()
-                .and_then(|nvml| {
-                    let pids = pids.get_or_insert_with(|| limiter.container_pids());
-                    nvml.busy_since_last(&device.key, pids)
-                });
+            let pids = pids.get_or_insert_with(|| limiter.nvml_pids());
+            let busy =
+                source
+                    .get_or_insert_with(NvmlBusy::open)
+                    .as_mut()
+                    .and_then(|nvml| match pids {
+                        NvmlPids::Known(pids) => nvml.busy_since_last(&device.key, pids),
+                        // Whose busy time is whose cannot be told: all of it is counted as the
+                        // container's, and others as wanting the device. A hard cap then holds
+                        // (the container is charged at least what it used); the device may be
+                        // under-used until the map is known.
+                        NvmlPids::Unmapped => nvml
+                            .busy_since_last(&device.key, &[])
+                            .map(|b| b.all_as_own()),
+                    });
+            unmapped.note(matches!(pids, NvmlPids::Unmapped), now);
             let measured = busy.map(|b| budget.measured_ns().saturating_add(b.own_ns));
             // Other processes busy for more than 2 % of the newly settled stretch want the
             // device (between samples nothing is known, and the controller holds the sign).
-            let others_busy =
-                busy.map(|b| b.period_ns > 0 && b.others_ns.saturating_mul(50) > b.period_ns);
+            let others_busy = busy.map(|b| {
+                matches!(pids, NvmlPids::Unmapped)
+                    || (b.period_ns > 0 && b.others_ns.saturating_mul(50) > b.period_ns)
+            });
             let step = controllers[index].step(
                 budget,
                 device.gate.contention(),
@@ -122,5 +137,29 @@ fn run(limiter: &'static ProcessLimiter) {
             }
         }
         std::thread::sleep(PERIOD);
+    }
+}
+
+/// Since when the container's host PIDs have been unknown, and whether the log said so.
+#[derive(Default)]
+struct Unmapped {
+    since_ns: Option<u64>,
+    logged: bool,
+}
+
+impl Unmapped {
+    fn note(&mut self, unmapped: bool, now: u64) {
+        if !unmapped {
+            self.since_ns = None;
+            return;
+        }
+        let since = *self.since_ns.get_or_insert(now);
+        if !self.logged && now.saturating_sub(since) >= UNMAPPED_LOG_NS {
+            self.logged = true;
+            hami_log!(
+                Level::Warn,
+                "compute: the host PIDs of this container's processes are unknown (no PID map from the shim's publisher); all device busy time counts as this container's, so the cap holds but the device may be under-used"
+            );
+        }
     }
 }
