@@ -27,8 +27,11 @@
 //! Host components (the publisher of `hami run`, the shim) copy each container's last demand
 //! time into a slot of the device's contention cell. Up to [`CONTENTION_SLOTS`] containers get a
 //! slot of their own; more share an overflow word. A `burst` container may exceed its cap only
-//! while no other slot shows recent demand; a normal-priority container yields while a
-//! high-priority slot shows recent demand.
+//! while no other slot shows recent demand. A normal-priority container yields while a
+//! high-priority slot it must yield to shows recent demand: every high slot, for a container
+//! without a cap; for a capped one only high containers without a cap, because caps are
+//! reservations (placement keeps their sum within the device) and a capped high container
+//! already gets its share beside capped neighbours. Priority orders what no cap reserves.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -93,7 +96,8 @@ pub mod usage_word {
 pub mod contention_word {
     /// Bitmap of claimed slots (bit i = slot i).
     pub const CLAIMED: usize = 0;
-    /// Bitmap of slots held by high-priority containers.
+    /// Bitmap of slots held by high-priority containers (bit i), and of those among them that
+    /// have a compute cap (bit 32 + i).
     pub const HIGH: usize = 1;
     /// Last demand of containers that found no free slot (max over them).
     pub const OVERFLOW_DEMAND_NS: usize = 2;
@@ -105,6 +109,8 @@ pub mod contention_word {
 
 /// Containers per device that get a contention slot of their own.
 pub const CONTENTION_SLOTS: usize = COMPUTE_WORDS - contention_word::SLOT_BASE;
+/// The bits of a slot bitmap that name slots.
+const SLOT_BITS: u64 = (1 << CONTENTION_SLOTS) - 1;
 
 /// What a launch must do after claiming its cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -397,6 +403,38 @@ impl<'a> Budget<'a> {
     }
 }
 
+/// Bit of `contention_word::HIGH` that marks slot `i`'s high-priority container as capped.
+const HIGH_CAPPED_SHIFT: usize = 32;
+const _: () = assert!(CONTENTION_SLOTS <= HIGH_CAPPED_SHIFT);
+
+/// What a container's slot asks of its neighbours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotClass {
+    /// Normal priority: nobody yields to it.
+    Normal,
+    /// High priority under a compute cap: its cap reserves its share, so only neighbours
+    /// without a cap of their own yield to it.
+    HighCapped,
+    /// High priority without a cap: every normal-priority neighbour yields to it.
+    High,
+}
+
+impl SlotClass {
+    /// The class of a container of `priority` whose cap on the device is `compute_percent`.
+    pub fn of(priority: crate::Priority, compute_percent: Option<u32>) -> Self {
+        match (priority, compute_percent) {
+            (crate::Priority::Normal, _) => Self::Normal,
+            (crate::Priority::High, Some(percent)) if percent < 100 => Self::HighCapped,
+            (crate::Priority::High, _) => Self::High,
+        }
+    }
+
+    /// Whether neighbours may have to yield to it.
+    pub fn is_high(self) -> bool {
+        self != Self::Normal
+    }
+}
+
 /// Which contention slot a container holds on a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentionSlot {
@@ -474,16 +512,22 @@ impl<'a> Contention<'a> {
         })
     }
 
-    /// Latest demand (monotonic ns, 0 = never) of a high-priority container other than `own`.
-    pub fn latest_high_demand(&self, own: Option<ContentionSlot>) -> u64 {
+    /// Latest demand (monotonic ns, 0 = never) of a high-priority container other than `own`
+    /// that a container must yield to: any, or for a `capped` one only uncapped ones.
+    pub fn latest_high_demand(&self, own: Option<ContentionSlot>, capped: bool) -> u64 {
         let claimed = self.words.load(contention_word::CLAIMED);
-        let high = self.words.load(contention_word::HIGH) & claimed;
+        let high_word = self.words.load(contention_word::HIGH);
+        let mut high = high_word & claimed;
+        if capped {
+            high &= !(high_word >> HIGH_CAPPED_SHIFT);
+        }
         let from_slots = (0..CONTENTION_SLOTS)
             .filter(|&i| own != Some(ContentionSlot::Own(i)) && high & (1 << i) != 0)
             .map(|i| self.words.load(contention_word::SLOT_BASE + i))
             .max()
             .unwrap_or(0);
-        // High containers without a slot are visible through the shared high word only.
+        // High containers without a slot are visible through the shared high word only, and
+        // whether they are capped is not known: the safe side is to yield to them.
         from_slots.max(self.words.load(contention_word::HIGH_DEMAND_NS))
     }
 
@@ -492,7 +536,7 @@ impl<'a> Contention<'a> {
     /// non-zero, so a container that finds this false has nobody to yield to.
     pub fn high_priority_present(&self, own: Option<ContentionSlot>) -> bool {
         let claimed = self.words.load(contention_word::CLAIMED);
-        let mut high = self.words.load(contention_word::HIGH) & claimed;
+        let mut high = self.words.load(contention_word::HIGH) & claimed & SLOT_BITS;
         if let Some(ContentionSlot::Own(i)) = own {
             high &= !(1 << i);
         }
@@ -523,8 +567,8 @@ impl<'a> ContentionCell<'a> {
         Contention::new(self.words)
     }
 
-    /// Claims a slot for a container. `high` marks a high-priority container.
-    pub fn claim_slot(&self, high: bool) -> ContentionSlot {
+    /// Claims a slot for a container of `class`.
+    pub fn claim_slot(&self, class: SlotClass) -> ContentionSlot {
         let claimed = &self.words[contention_word::CLAIMED];
         let mut bits = claimed.load(Ordering::Acquire);
         loop {
@@ -540,11 +584,14 @@ impl<'a> ContentionCell<'a> {
                 Ok(_) => {
                     self.words[contention_word::SLOT_BASE + free].store(0, Ordering::Release);
                     let high_bits = &self.words[contention_word::HIGH];
-                    if high {
-                        high_bits.fetch_or(1 << free, Ordering::AcqRel);
-                    } else {
-                        high_bits.fetch_and(!(1 << free), Ordering::AcqRel);
-                    }
+                    let own_bits = (1u64 << free) | (1u64 << (free + HIGH_CAPPED_SHIFT));
+                    let set = match class {
+                        SlotClass::Normal => 0,
+                        SlotClass::HighCapped => own_bits,
+                        SlotClass::High => 1 << free,
+                    };
+                    high_bits.fetch_and(!own_bits, Ordering::AcqRel);
+                    high_bits.fetch_or(set, Ordering::AcqRel);
                     return ContentionSlot::Own(free);
                 }
                 Err(now) => bits = now,
@@ -556,7 +603,8 @@ impl<'a> ContentionCell<'a> {
     pub fn release_slot(&self, slot: ContentionSlot) {
         if let ContentionSlot::Own(i) = slot {
             self.words[contention_word::SLOT_BASE + i].store(0, Ordering::Release);
-            self.words[contention_word::HIGH].fetch_and(!(1 << i), Ordering::AcqRel);
+            let own_bits = (1u64 << i) | (1u64 << (i + HIGH_CAPPED_SHIFT));
+            self.words[contention_word::HIGH].fetch_and(!own_bits, Ordering::AcqRel);
             self.words[contention_word::CLAIMED].fetch_and(!(1 << i), Ordering::AcqRel);
         }
     }
@@ -645,9 +693,10 @@ impl<'a> ContentionPublisher<'a> {
                     path: usage.path().to_owned(),
                     dev,
                 })?;
-            let high = limit.priority == crate::Priority::High;
+            let class = SlotClass::of(limit.priority, limit.compute_percent);
+            let high = class.is_high();
             let cell = ContentionCell::new(&contention.words);
-            let slot = cell.claim_slot(high);
+            let slot = cell.claim_slot(class);
             let budget = Budget::new(&compute.words);
             budget.set_contention_slot(slot);
             devices.push(PublishedDevice {
@@ -964,8 +1013,8 @@ mod tests {
     fn burst_sees_others_but_not_itself() {
         let words = cell();
         let cell = ContentionCell::new(&words);
-        let me = cell.claim_slot(false);
-        let other = cell.claim_slot(false);
+        let me = cell.claim_slot(SlotClass::Normal);
+        let other = cell.claim_slot(SlotClass::Normal);
         assert_ne!(me, other);
         cell.publish_demand(me, false, 1_000);
         assert!(!cell.view().others_demand(Some(me), 1_100, 500));
@@ -980,23 +1029,66 @@ mod tests {
     fn high_demand_is_seen_by_others_only() {
         let words = cell();
         let cell = ContentionCell::new(&words);
-        let high = cell.claim_slot(true);
-        let low = cell.claim_slot(false);
+        let high = cell.claim_slot(SlotClass::High);
+        let low = cell.claim_slot(SlotClass::Normal);
         cell.publish_demand(high, true, 500);
         cell.publish_demand(low, false, 900);
-        assert_eq!(cell.view().latest_high_demand(Some(low)), 500);
-        assert_eq!(cell.view().latest_high_demand(Some(high)), 0);
+        assert_eq!(cell.view().latest_high_demand(Some(low), false), 500);
+        assert_eq!(cell.view().latest_high_demand(Some(high), false), 0);
         cell.release_slot(high);
-        assert_eq!(cell.view().latest_high_demand(Some(low)), 0);
+        assert_eq!(cell.view().latest_high_demand(Some(low), false), 0);
+    }
+
+    #[test]
+    fn capped_neighbours_yield_only_to_uncapped_high_containers() {
+        let words = cell();
+        let cell = ContentionCell::new(&words);
+        let high_capped = cell.claim_slot(SlotClass::HighCapped);
+        let batch = cell.claim_slot(SlotClass::Normal);
+        cell.publish_demand(high_capped, true, 500);
+        assert_eq!(
+            cell.view().latest_high_demand(Some(batch), true),
+            0,
+            "a capped container already leaves a capped high one its share"
+        );
+        assert_eq!(
+            cell.view().latest_high_demand(Some(batch), false),
+            500,
+            "an uncapped container would take it"
+        );
+        let high = cell.claim_slot(SlotClass::High);
+        cell.publish_demand(high, true, 700);
+        assert_eq!(cell.view().latest_high_demand(Some(batch), true), 700);
+        cell.release_slot(high);
+        cell.release_slot(high_capped);
+        let reused = cell.claim_slot(SlotClass::High);
+        cell.publish_demand(reused, true, 900);
+        assert_eq!(
+            cell.view().latest_high_demand(Some(batch), true),
+            900,
+            "a released slot's capped mark does not outlive it"
+        );
+    }
+
+    #[test]
+    fn the_class_of_a_container_follows_its_priority_and_cap() {
+        use crate::Priority;
+        assert_eq!(SlotClass::of(Priority::Normal, Some(30)), SlotClass::Normal);
+        assert_eq!(
+            SlotClass::of(Priority::High, Some(30)),
+            SlotClass::HighCapped
+        );
+        assert_eq!(SlotClass::of(Priority::High, Some(100)), SlotClass::High);
+        assert_eq!(SlotClass::of(Priority::High, None), SlotClass::High);
     }
 
     #[test]
     fn high_presence_is_seen_by_others_before_their_first_launch() {
         let words = cell();
         let cell = ContentionCell::new(&words);
-        let low = cell.claim_slot(false);
+        let low = cell.claim_slot(SlotClass::Normal);
         assert!(!cell.view().high_priority_present(Some(low)));
-        let high = cell.claim_slot(true);
+        let high = cell.claim_slot(SlotClass::High);
         assert!(
             cell.view().high_priority_present(Some(low)),
             "a claimed high slot counts before it publishes any demand"
@@ -1013,12 +1105,16 @@ mod tests {
         let words = cell();
         let cell = ContentionCell::new(&words);
         for _ in 0..CONTENTION_SLOTS {
-            assert!(matches!(cell.claim_slot(false), ContentionSlot::Own(_)));
+            assert!(matches!(
+                cell.claim_slot(SlotClass::Normal),
+                ContentionSlot::Own(_)
+            ));
         }
-        assert_eq!(cell.claim_slot(true), ContentionSlot::Overflow);
+        assert_eq!(cell.claim_slot(SlotClass::High), ContentionSlot::Overflow);
         cell.publish_demand(ContentionSlot::Overflow, true, 7);
         assert_eq!(
-            cell.view().latest_high_demand(Some(ContentionSlot::Own(0))),
+            cell.view()
+                .latest_high_demand(Some(ContentionSlot::Own(0)), false),
             7
         );
         assert!(
@@ -1088,7 +1184,7 @@ mod tests {
             high.publish_once();
             low.publish_once();
             let own_b = budget_b.contention_slot();
-            assert_eq!(view.latest_high_demand(own_b), 5_000_000);
+            assert_eq!(view.latest_high_demand(own_b, false), 5_000_000);
             assert!(view.others_demand(own_b, 5_000_001, 1_000));
             assert!(!view.others_demand(budget_a.contention_slot(), 5_000_001, 1_000));
         }

@@ -17,6 +17,10 @@ use crate::task_api::{BootstrapError, Endpoint};
 /// File, in each container's bundle, holding the backend's `start` reply (for `delete` after a
 /// crash). Bundles of an older shim hold a plain address, which reads as task API v2.
 const BACKEND_FILE: &str = "hami-backend-address";
+/// How long an idle backend is given to exit after Shutdown, in polls of `BACKEND_EXIT_POLL`
+/// (kept short: containerd waits for this delete before it goes on).
+const BACKEND_EXIT_POLLS: u32 = 40;
+const BACKEND_EXIT_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// How long (ns) each cleanup call may take (kill, wait for the exit, delete).
 const CLEANUP_WAIT_NS: i64 = 10_000_000_000;
 
@@ -182,18 +186,21 @@ pub fn delete_through_backend(bundle: &Path, id: &str) -> Result<DeleteResponse,
         ..Default::default()
     };
     let response = client.delete(&delete).map_err(|e| e.to_string());
-    // The runc shim ignores Shutdown while it still has containers, so this only ends an idle one.
-    if client.shutdown(&ShutdownRequest::default()).is_ok() {
-        drop(client);
-        // An idle backend exits now and leaves its socket behind (it removes the one named in
-        // the bundle's `address` file, which is the proxy's).
-        let gone = (0..20).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            !listening(&backend.address)
-        });
-        if gone {
-            remove_socket(&backend.address);
-        }
+    // The runc shim ignores Shutdown while it still has containers. An idle one exits: inside
+    // the call on containerd 1.6 (the reply never comes), just after replying on later ones. It
+    // removes the socket named in the bundle's `address` file, which is the proxy's, and leaves
+    // its own. This path runs only after a proxy died, so waiting a little here costs nothing
+    // on the normal path.
+    if let Err(e) = client.shutdown(&ShutdownRequest::default()) {
+        log::debug!("container {id}: shutdown: {e}");
+    }
+    drop(client);
+    let gone = (0..BACKEND_EXIT_POLLS).any(|_| {
+        std::thread::sleep(BACKEND_EXIT_POLL);
+        !listening(&backend.address)
+    });
+    if gone {
+        remove_socket(&backend.address);
     }
     response
 }

@@ -1,201 +1,17 @@
-//! The cap, observed by a CUDA program inside containers started through the `hami` runtime:
-//! the simulated GPU (`libhami_fakegpu.so` as `libcuda.so.1` + `libnvidia-ml.so.1`) is mounted
-//! into the container the way nvidia-container-toolkit mounts the real driver, and
-//! `hami-cuda-client fill-until-oom` reports what it could allocate and what the device said.
+//! The memory cap, observed by a CUDA program inside containers started through the `hami`
+//! runtime on the simulated GPU (`support::gpu`): `hami-cuda-client fill-until-oom` reports what
+//! it could allocate and what the device said.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 
 use hami_ledger::NodeLedger;
-use support::{GIB, Lab, eventually, profile_dir, require_tools, text, unique};
+use support::gpu::{DEVICE_MEMORY, setup};
+use support::{GIB, eventually, text, unique};
 
 const MIB: u64 = 1 << 20;
-const DEVICE_MEMORY: u64 = 4 * GIB;
 const CUDA_ERROR_OUT_OF_MEMORY: i64 = 2;
-
-/// The built artifacts the tests run (same profile as this test, or the env overrides).
-struct Artifacts {
-    libhami: PathBuf,
-    fakegpu: PathBuf,
-    client: PathBuf,
-}
-
-fn artifacts(test: &str) -> Option<Artifacts> {
-    let locate = |env: &str, file: &str| {
-        std::env::var_os(env)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| profile_dir().join(file))
-    };
-    let found = Artifacts {
-        libhami: locate("HAMI_E2E_LIBHAMI", "libhami.so"),
-        fakegpu: locate("HAMI_E2E_FAKEGPU", "libhami_fakegpu.so"),
-        client: locate("HAMI_E2E_CUDA_CLIENT", "hami-cuda-client"),
-    };
-    let missing: Vec<String> = [&found.libhami, &found.fakegpu, &found.client]
-        .into_iter()
-        .filter(|p| !p.is_file())
-        .map(|p| p.display().to_string())
-        .collect();
-    if missing.is_empty() {
-        return Some(found);
-    }
-    let why = format!(
-        "missing {} (cargo build -p hami-intercept -p hami-fakegpu -p hami-cuda-client, same profile)",
-        missing.join(", ")
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: {why}");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    None
-}
-
-/// A simulated machine: two devices of 4 GiB, state shared by host and containers.
-struct Gpu {
-    state: tempfile::TempDir,
-    drivers: tempfile::TempDir,
-    fakegpu: PathBuf,
-}
-
-impl Gpu {
-    fn new(fakegpu: &Path) -> Gpu {
-        let drivers = tempfile::Builder::new()
-            .prefix("hami-drivers-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        for name in ["libcuda.so.1", "libnvidia-ml.so.1"] {
-            std::os::unix::fs::symlink(fakegpu, drivers.path().join(name)).unwrap();
-        }
-        let state = tempfile::Builder::new()
-            .prefix("hami-fakegpu-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        Gpu {
-            state,
-            drivers,
-            fakegpu: fakegpu.to_owned(),
-        }
-    }
-
-    /// The environment that makes a process see the simulated devices.
-    fn env(&self) -> Vec<(String, String)> {
-        vec![
-            (
-                "LD_LIBRARY_PATH".into(),
-                self.drivers.path().display().to_string(),
-            ),
-            (
-                "HAMI_FAKEGPU_DIR".into(),
-                self.state.path().display().to_string(),
-            ),
-            ("HAMI_FAKEGPU_DEVICES".into(), "2".into()),
-            ("HAMI_FAKEGPU_MEMORY".into(), DEVICE_MEMORY.to_string()),
-        ]
-    }
-}
-
-/// A container root with the host's /usr (dynamically linked programs run), and what the test
-/// container needs mounted: the driver, its state, the client.
-struct Rootfs {
-    dir: String,
-    mounts: Vec<String>,
-    env: Vec<String>,
-}
-
-impl Rootfs {
-    fn new(lab: &Lab, gpu: &Gpu, artifacts: &Artifacts) -> Rootfs {
-        let dir = lab.root().join("usr-rootfs");
-        for sub in [
-            "proc",
-            "sys",
-            "dev",
-            "tmp",
-            "etc",
-            "run",
-            "usr/bin",
-            "usr/sbin",
-            "usr/lib",
-            "usr/lib64",
-            "root",
-        ] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        for (link, target) in [
-            ("bin", "usr/bin"),
-            ("sbin", "usr/sbin"),
-            ("lib", "usr/lib"),
-            ("lib64", "usr/lib64"),
-        ] {
-            let _ = std::os::unix::fs::symlink(target, dir.join(link));
-        }
-        let bind = |path: &Path, mode: &str| {
-            format!(
-                "type=bind,src={0},dst={0},options=rbind:{mode}",
-                path.display()
-            )
-        };
-        // /usr itself stays the rootfs's own, so the shim's mount point /usr/local/lib/hami can
-        // be created in it.
-        let mut mounts: Vec<String> = [
-            "/usr/bin",
-            "/usr/sbin",
-            "/usr/lib",
-            "/usr/lib64",
-            "/etc/ld.so.cache",
-        ]
-        .into_iter()
-        .map(Path::new)
-        .filter(|p| p.exists())
-        .map(|p| bind(p, "ro"))
-        .collect();
-        mounts.push(bind(gpu.drivers.path(), "ro"));
-        mounts.push(bind(gpu.state.path(), "rw"));
-        for file in [&gpu.fakegpu, &artifacts.client] {
-            let parent = file.parent().unwrap();
-            let mount = bind(parent, "ro");
-            if !mounts.contains(&mount) {
-                mounts.push(mount);
-            }
-        }
-        let env = gpu
-            .env()
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        Rootfs {
-            dir: dir.display().to_string(),
-            mounts,
-            env,
-        }
-    }
-
-    /// `ctr run` arguments up to (not including) the container id.
-    fn run_args<'a>(
-        &'a self,
-        detach: bool,
-        runtime: &'a str,
-        annotations: &'a [&'a str],
-    ) -> Vec<&'a str> {
-        let mut args = vec![
-            "run",
-            if detach { "-d" } else { "--rm" },
-            "--runtime",
-            runtime,
-        ];
-        for annotation in annotations {
-            args.extend(["--annotation", annotation]);
-        }
-        for mount in &self.mounts {
-            args.extend(["--mount", mount]);
-        }
-        for env in &self.env {
-            args.extend(["--env", env]);
-        }
-        args.extend(["--rootfs", &self.dir]);
-        args
-    }
-}
 
 /// What `hami-cuda-client fill-until-oom` reported.
 #[derive(Debug)]
@@ -231,32 +47,6 @@ fn assert_capped(fill: &Fill, cap: u64) {
         fill.allocated <= cap && fill.allocated + 128 * MIB > cap,
         "allocated up to the cap: {fill:?}"
     );
-}
-
-struct Setup {
-    lab: Lab,
-    gpu: Gpu,
-    rootfs: Rootfs,
-    client: String,
-}
-
-fn setup(test: &str) -> Option<Setup> {
-    require_tools(test)?;
-    let artifacts = artifacts(test)?;
-    let gpu = Gpu::new(&artifacts.fakegpu);
-    let env = gpu.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    // containerd's environment reaches the shim: its NVML discovery sees the simulated devices.
-    let lab = Lab::start(&env);
-    lab.write_shim_config(&artifacts.libhami);
-    let rootfs = Rootfs::new(&lab, &gpu, &artifacts);
-    let client = artifacts.client.display().to_string();
-    Some(Setup {
-        lab,
-        gpu,
-        rootfs,
-        client,
-    })
 }
 
 #[test]

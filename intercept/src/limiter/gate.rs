@@ -162,7 +162,9 @@ impl<'a> DeviceGate<'a> {
         }
     }
 
-    /// While another container of high priority is active on the device, waits (bounded).
+    /// While another container of high priority that this one must yield to is active on the
+    /// device, waits (bounded). A capped container yields only to uncapped high ones: its own
+    /// cap already leaves a capped high neighbour that one's share.
     ///
     /// Each sleep ends at the computed instant the high container's activity window expires
     /// (its last published demand plus the window) or on a wake-up; nothing polls.
@@ -171,8 +173,9 @@ impl<'a> DeviceGate<'a> {
             return 0;
         };
         let own = self.budget.contention_slot();
+        let capped = self.config.cap_ppm < PPM;
         let active_until = || {
-            let last = contention.latest_high_demand(own);
+            let last = contention.latest_high_demand(own, capped);
             if last == 0 {
                 0
             } else {

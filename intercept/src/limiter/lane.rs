@@ -83,7 +83,7 @@ impl UncappedLane {
 mod tests {
     use std::sync::atomic::AtomicU64;
 
-    use hami_ledger::compute::{COMPUTE_WORDS, ContentionCell};
+    use hami_ledger::compute::{COMPUTE_WORDS, ContentionCell, SlotClass};
 
     use super::*;
 
@@ -126,11 +126,11 @@ mod tests {
         let node = words();
         let cell = ContentionCell::new(&node);
         let budget = Budget::new(&usage);
-        budget.set_contention_slot(cell.claim_slot(false));
+        budget.set_contention_slot(cell.claim_slot(SlotClass::Normal));
         let lane = UncappedLane::default();
         lane.refresh(budget, Some(cell.view()));
         assert!(lane.pass(budget), "nobody to yield to");
-        let high = cell.claim_slot(true);
+        let high = cell.claim_slot(SlotClass::High);
         lane.refresh(budget, Some(cell.view()));
         assert!(lane.yields_to_priority());
         assert!(!lane.pass(budget));

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hami_ledger::compute::futex::{monotonic_ns, wake_all};
-use hami_ledger::compute::{Budget, COMPUTE_WORDS, ContentionCell, ContentionSlot, PPM};
+use hami_ledger::compute::{Budget, COMPUTE_WORDS, ContentionCell, ContentionSlot, PPM, SlotClass};
 
 use super::controller::Controller;
 use super::gate::{DeviceGate, GateConfig, percent_to_ppm};
@@ -58,6 +58,15 @@ fn run_kernel(device: &Mutex<()>, length: Duration) -> u64 {
     monotonic_ns() - start
 }
 
+/// The slot class the host publisher would claim for a tenant of `config`.
+fn slot_class(config: &GateConfig) -> SlotClass {
+    match (config.high_priority, config.cap_ppm < PPM) {
+        (false, _) => SlotClass::Normal,
+        (true, true) => SlotClass::HighCapped,
+        (true, false) => SlotClass::High,
+    }
+}
+
 /// Runs the tenants for `warmup + window` and returns each one's busy share of the window.
 fn shares(tenants: &[Tenant], warmup: Duration, window: Duration) -> Vec<f64> {
     let device = Mutex::new(());
@@ -70,7 +79,7 @@ fn shares(tenants: &[Tenant], warmup: Duration, window: Duration) -> Vec<f64> {
         .map(|t| {
             let slot = t
                 .slot
-                .unwrap_or_else(|| cell.claim_slot(t.config.high_priority));
+                .unwrap_or_else(|| cell.claim_slot(slot_class(&t.config)));
             Budget::new(&t.cell).set_contention_slot(slot);
             slot
         })

@@ -14,6 +14,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod ctr;
+pub mod gpu;
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -264,13 +265,18 @@ impl Lab {
 
     /// Runs `ctr --address <lab> <args>`.
     pub fn ctr(&self, args: &[&str]) -> Output {
-        Command::new(tool_path("ctr"))
+        self.ctr_command(args).output().expect("ctr runs")
+    }
+
+    /// `ctr` with `args` against this containerd, to spawn.
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(tool_path("ctr"));
+        command
             .arg("--address")
             .arg(self.address())
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("ctr runs")
+            .stdin(Stdio::null());
+        command
     }
 
     /// Runs `ctr` and asserts success; returns stdout.

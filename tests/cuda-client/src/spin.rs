@@ -20,16 +20,30 @@ pub struct SpinArgs {
     /// Kernels kept queued on the stream between synchronisations.
     #[arg(long, default_value_t = 4)]
     queue: u32,
+    /// Also print `{"at_unix_ns", "launches"}` (launches so far) about this often; 0: never.
+    /// Wall-clock instants, so reports of processes in different containers line up.
+    #[arg(long, default_value_t = 0)]
+    every_ms: u64,
 }
 
-/// Spins on `device` and prints `{"launches", "kernel_us", "elapsed_s"}`.
+fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Spins on `device` and prints `{"launches", "kernel_us", "elapsed_s", "started_unix_ns"}`,
+/// after the progress lines `--every-ms` asks for.
 pub fn run(device: usize, args: &SpinArgs) -> anyhow::Result<()> {
     let ctx = CudaContext::new(device).context("opening the device")?;
     let stream = ctx.new_stream()?;
     let kernels = kernels::load(&ctx)?;
     let ns = args.kernel_us * 1_000;
     let deadline = Duration::try_from_secs_f64(args.seconds).context("--seconds")?;
+    let every = Duration::from_millis(args.every_ms);
+    let started_unix_ns = unix_ns();
     let started = Instant::now();
+    let mut reported = started;
     let mut launches = 0u64;
     while started.elapsed() < deadline {
         for _ in 0..args.queue.max(1) {
@@ -40,11 +54,19 @@ pub fn run(device: usize, args: &SpinArgs) -> anyhow::Result<()> {
             launches += 1;
         }
         stream.synchronize()?;
+        if !every.is_zero() && reported.elapsed() >= every {
+            reported = Instant::now();
+            println!(
+                "{}",
+                serde_json::json!({"at_unix_ns": unix_ns(), "launches": launches})
+            );
+        }
     }
     let report = serde_json::json!({
         "launches": launches,
         "kernel_us": args.kernel_us,
         "elapsed_s": started.elapsed().as_secs_f64(),
+        "started_unix_ns": started_unix_ns,
     });
     println!("{report}");
     Ok(())
