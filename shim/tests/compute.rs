@@ -268,3 +268,82 @@ fn a_high_priority_container_keeps_its_throughput_beside_a_batch_one() {
     );
     assert!(s.lab.ledger_entries().is_empty());
 }
+
+/// Lists the compute processes of device 0 through NVML, as a monitoring tool would (ctypes:
+/// `dlopen` + handle-scoped `dlsym`).
+const LIST_PROCESSES: &str = r#"
+import ctypes, json
+nvml = ctypes.CDLL("libnvidia-ml.so.1")
+assert nvml.nvmlInit_v2() == 0
+device = ctypes.c_void_p()
+assert nvml.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(device)) == 0
+class Info(ctypes.Structure):
+    _fields_ = [("pid", ctypes.c_uint), ("used", ctypes.c_ulonglong),
+                ("gpu_instance", ctypes.c_uint), ("compute_instance", ctypes.c_uint)]
+count = ctypes.c_uint(64)
+infos = (Info * 64)()
+code = nvml.nvmlDeviceGetComputeRunningProcesses_v3(device, ctypes.byref(count), infos)
+assert code == 0, code
+print(json.dumps(sorted(infos[i].pid for i in range(count.value))))
+"#;
+
+fn listed_pids(out: &std::process::Output, what: &str) -> Vec<u32> {
+    assert!(out.status.success(), "{what}: {}", text(out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('['));
+    serde_json::from_str(line.unwrap_or_else(|| panic!("{what}: no list in {stdout}"))).unwrap()
+}
+
+#[test]
+fn nvml_inside_a_container_lists_only_its_own_processes() {
+    let Some(s) = setup_with_devices("nvml_inside_a_container_lists_only_its_own_processes", 1)
+    else {
+        return;
+    };
+    let ids = [unique("mine"), unique("neighbour")];
+    for id in &ids {
+        let annotations = cores(40);
+        let annotations: Vec<&str> = annotations.iter().map(String::as_str).collect();
+        let mut args = s.rootfs.run_args(true, HAMI, &annotations);
+        args.extend([id.as_str(), &s.client, "spin", "--seconds", "30"]);
+        s.lab.ctr_ok(&args);
+    }
+    let host_pids: Vec<u32> = ids
+        .iter()
+        .map(|id| support::ctr::task_pid(&s.lab, id) as u32)
+        .collect();
+    // On the host, without the library: the device's every compute process, by host PID.
+    let on_host = || {
+        let out = std::process::Command::new("python3")
+            .args(["-c", LIST_PROCESSES])
+            .envs(s.gpu.env())
+            .output()
+            .expect("python3 runs");
+        listed_pids(&out, "NVML on the host")
+    };
+    let mut expected_all = host_pids.clone();
+    expected_all.sort_unstable();
+    assert!(
+        support::eventually(Duration::from_secs(10), || on_host() == expected_all),
+        "the host lists both containers' programs by host PID: {:?}, expected {expected_all:?}",
+        on_host()
+    );
+    // Inside the first container, through the library: its own program only.
+    let exec_id = unique("nvml");
+    let args = [
+        "tasks",
+        "exec",
+        "--exec-id",
+        &exec_id,
+        &ids[0],
+        "/usr/bin/python3",
+        "-c",
+        LIST_PROCESSES,
+    ];
+    let inside = listed_pids(&s.lab.ctr(&args), "NVML inside the container");
+    assert_eq!(inside, vec![host_pids[0]], "host PIDs {host_pids:?}");
+    for id in &ids {
+        support::ctr::remove(&s.lab, id);
+    }
+    assert!(s.lab.ledger_entries().is_empty());
+}

@@ -1,4 +1,5 @@
-//! NVML memory queries report the container's slice, like their CUDA counterparts.
+//! NVML memory queries report the container's slice, like their CUDA counterparts, and its
+//! process lists the container's own processes ([`processes`]).
 //!
 //! An NVML device handle is matched to the container's device by UUID (`nvmlDeviceGetUUID`),
 //! never by index: NVML orders devices by PCI bus, CUDA by speed unless told otherwise, and
@@ -6,6 +7,8 @@
 //! per CUDA ordinal) the UUID is matched against the visible CUDA devices.
 
 #![allow(non_snake_case)]
+
+pub mod processes;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +27,10 @@ use crate::runtime::engine;
 crate::hook_registry!(REGISTRY, Nvml, c"libnvidia-ml.so.1", [
     nvmlDeviceGetMemoryInfo (nvmlDeviceGetMemoryInfo) => nvmlDeviceGetMemoryInfo,
     nvmlDeviceGetMemoryInfo_v2 (nvmlDeviceGetMemoryInfo) => nvmlDeviceGetMemoryInfo_v2,
+    nvmlDeviceGetComputeRunningProcesses_v3 (nvmlDeviceGetComputeRunningProcesses)
+        => processes::nvmlDeviceGetComputeRunningProcesses_v3,
+    nvmlDeviceGetProcessUtilization (nvmlDeviceGetProcessUtilization)
+        => processes::nvmlDeviceGetProcessUtilization,
 ]);
 
 static HELPER_ROWS: [Hook; 1] = [Hook::new(
