@@ -9,6 +9,7 @@
 //! the probe's per-process busy time into shares, convergence and overshoot ([`metrics`]).
 //! The limiter's own counters are never used: the truth is what the device measured.
 
+pub mod containers;
 pub mod hot_path;
 pub mod metrics;
 pub mod probe;
@@ -55,6 +56,9 @@ pub struct HarnessOptions {
     pub quick: bool,
     /// Only scenarios whose name starts with one of these (all when empty).
     pub only: Vec<String>,
+    /// Run each tenant as a container through the `hami` runtime of this containerd instead
+    /// of under `hami run` (simulated device only).
+    pub containers: Option<containers::ContainerRuntime>,
 }
 
 /// The harness could not run a scenario.
@@ -90,6 +94,10 @@ pub enum HarnessError {
     TempDir(#[source] std::io::Error),
     #[error("no scenario matches {0:?}")]
     NoScenario(Vec<String>),
+    #[error(
+        "tenants in containers run on the simulated device only: a real GPU's device nodes and driver libraries would have to be put in each container (nvidia-container-toolkit), which the harness does not do"
+    )]
+    ContainersNeedSimulatedDevice,
 }
 
 /// One tenant's figures.
@@ -152,6 +160,9 @@ pub struct LimiterReport {
 
 /// Runs the selected scenarios and gathers the report.
 pub fn run_harness(options: &HarnessOptions) -> Result<LimiterReport, HarnessError> {
+    if options.containers.is_some() && options.device != DeviceKind::Simulated {
+        return Err(HarnessError::ContainersNeedSimulatedDevice);
+    }
     let selected: Vec<Scenario> = scenarios::all(options.quick)
         .into_iter()
         .filter(|s| options.only.is_empty() || options.only.iter().any(|o| s.name.starts_with(o)))
@@ -189,9 +200,10 @@ fn summarize(options: &HarnessOptions, scenarios: Vec<ScenarioResult>) -> Limite
     }
     let first = |f: fn(&ScenarioResult) -> Option<f64>| scenarios.iter().find_map(f);
     LimiterReport {
-        device: match options.device {
-            DeviceKind::Simulated => "simulated".into(),
-            DeviceKind::Real => "real".into(),
+        device: match (&options.device, &options.containers) {
+            (DeviceKind::Simulated, None) => "simulated".into(),
+            (DeviceKind::Simulated, Some(_)) => "simulated, tenants in containers".into(),
+            (DeviceKind::Real, _) => "real".into(),
         },
         shares,
         max_error_pp,

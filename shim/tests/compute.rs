@@ -347,3 +347,55 @@ fn nvml_inside_a_container_lists_only_its_own_processes() {
     }
     assert!(s.lab.ledger_entries().is_empty());
 }
+
+/// `hami bench limiter --containerd`: the harness's scenarios with every tenant a container
+/// through the shim, judged by the device's own per-process busy time (by host PID).
+#[test]
+fn the_limiter_harness_runs_its_scenarios_in_containers_through_the_shim() {
+    let test = "the_limiter_harness_runs_its_scenarios_in_containers_through_the_shim";
+    let Some(s) = setup_with_devices(test, 1) else {
+        return;
+    };
+    let hami = support::profile_dir().join("hami");
+    assert!(
+        hami.is_file(),
+        "{} (cargo build --workspace)",
+        hami.display()
+    );
+    let out = std::process::Command::new(&hami)
+        .args(["bench", "limiter", "--quick", "--json"])
+        .args([
+            "--scenario",
+            "pair",
+            "--scenario",
+            "trio",
+            "--scenario",
+            "burst",
+        ])
+        .arg("--scenario")
+        .arg("priority")
+        .arg("--containerd")
+        .arg(s.lab.address())
+        .arg("--ctr")
+        .arg(support::tool("ctr").expect("ctr"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("hami runs");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["device"], "simulated, tenants in containers");
+    let max_error = report["max_error_pp"].as_f64().unwrap();
+    assert!(
+        max_error <= TOLERANCE_PP + 2.0,
+        "max error {max_error} pp: {report}"
+    );
+    let alone = report["burst_alone_share"].as_f64().unwrap();
+    assert!(alone > 0.8, "burst alone {alone}");
+    let ratio = report["priority_throughput_ratio"].as_f64().unwrap();
+    assert!(
+        ratio >= 0.9,
+        "high priority kept {ratio} of its solo throughput"
+    );
+    assert!(s.lab.ledger_entries().is_empty());
+}

@@ -1,6 +1,7 @@
 //! One run of tenants on one device: a private ledger directory shared by the tenants (as
 //! containers on one node share it), on the simulated device a private device, the probe
-//! watching the device, and each tenant as `hami run … -- hami bench limiter load …`.
+//! watching the device, and each tenant as `hami run … -- hami bench limiter load …`, or as a
+//! container through the `hami` runtime ([`super::containers`]).
 //! Used by the harness (run to the end, then evaluate) and by `hami demo` (watch it live).
 
 use std::io::{BufRead, BufReader};
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::containers::ContainerLauncher;
 use super::probe::{ProbeSample, SETTLE_LAG_NS, monotonic_ns};
 use super::scenarios::TenantSpec;
 use super::worker::{WorkerReport, WorkerStarted};
@@ -48,6 +50,7 @@ pub struct Session {
     probe_stderr: Arc<Mutex<String>>,
     samples: Arc<Mutex<Vec<ProbeSample>>>,
     tenants: Vec<RunningTenant>,
+    containers: Option<ContainerLauncher>,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,6 +112,16 @@ impl Session {
             })
         });
         collect_text(probe.stderr.take(), Arc::clone(&probe_stderr));
+        let containers = match &options.containers {
+            Some(runtime) => Some(ContainerLauncher::new(
+                runtime,
+                &options.hami,
+                &env,
+                dirs.path(),
+                label,
+            )?),
+            None => None,
+        };
         // Let the probe start before the first tenant does.
         std::thread::sleep(Duration::from_millis(300));
         Ok(Self {
@@ -122,6 +135,7 @@ impl Session {
             probe_stderr,
             samples,
             tenants: Vec::new(),
+            containers,
         })
     }
 
@@ -145,6 +159,61 @@ impl Session {
 
     /// Starts one tenant now.
     pub fn start(&mut self, spec: &TenantSpec) -> Result<(), HarnessError> {
+        let container_id = format!(
+            "hami-bench-{}-{}-{}-{}",
+            self.label,
+            spec.name,
+            std::process::id(),
+            monotonic_ns()
+        );
+        let mut command = match &self.containers {
+            Some(containers) => {
+                containers.command(&container_id, spec, &self.hami, &worker_args(spec))
+            }
+            None => self.hami_run(spec),
+        };
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let started_ns = monotonic_ns();
+        let mut child = command.spawn().map_err(|source| HarnessError::Spawn {
+            scenario: self.label.clone(),
+            what: format!("tenant {}", spec.name),
+            source,
+        })?;
+        let pid = Arc::new(Mutex::new(None));
+        let report = Arc::new(Mutex::new(None));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        // In a container the worker knows its PID in the container's namespace; the probe
+        // sees the host's.
+        let host_pid = self.containers.as_ref().map(|c| c.host_pid_finder());
+        if let Some(out) = child.stdout.take() {
+            let (pid, report) = (Arc::clone(&pid), Arc::clone(&report));
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Ok(started) = serde_json::from_str::<WorkerStarted>(&line) {
+                        *lock(&pid) = match &host_pid {
+                            Some(finder) => finder.find(&container_id),
+                            None => Some(started.pid),
+                        };
+                    } else if let Ok(done) = serde_json::from_str::<WorkerReport>(&line) {
+                        *lock(&report) = Some(done);
+                    }
+                }
+            });
+        }
+        collect_text(child.stderr.take(), Arc::clone(&stderr));
+        self.tenants.push(RunningTenant {
+            spec: spec.clone(),
+            child,
+            pid,
+            report,
+            stderr,
+            started_ns,
+        });
+        Ok(())
+    }
+
+    /// `hami run` of the worker for `spec`, in the session's ledger directory.
+    fn hami_run(&self, spec: &TenantSpec) -> Command {
         let mut command = Command::new(&self.hami);
         command
             .arg("run")
@@ -162,40 +231,8 @@ impl Session {
             .arg("--")
             .arg(&self.hami)
             .args(worker_args(spec))
-            .envs(self.env.iter().cloned())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let started_ns = monotonic_ns();
-        let mut child = command.spawn().map_err(|source| HarnessError::Spawn {
-            scenario: self.label.clone(),
-            what: format!("tenant {}", spec.name),
-            source,
-        })?;
-        let pid = Arc::new(Mutex::new(None));
-        let report = Arc::new(Mutex::new(None));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(out) = child.stdout.take() {
-            let (pid, report) = (Arc::clone(&pid), Arc::clone(&report));
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if let Ok(started) = serde_json::from_str::<WorkerStarted>(&line) {
-                        *lock(&pid) = Some(started.pid);
-                    } else if let Ok(done) = serde_json::from_str::<WorkerReport>(&line) {
-                        *lock(&report) = Some(done);
-                    }
-                }
-            });
-        }
-        collect_text(child.stderr.take(), Arc::clone(&stderr));
-        self.tenants.push(RunningTenant {
-            spec: spec.clone(),
-            child,
-            pid,
-            report,
-            stderr,
-            started_ns,
-        });
-        Ok(())
+            .envs(self.env.iter().cloned());
+        command
     }
 
     /// Waits for every tenant, stops the probe, and returns the tenants and all samples.

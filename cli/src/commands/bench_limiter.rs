@@ -1,4 +1,5 @@
-//! `hami bench limiter`: compute-cap accuracy with real processes under `hami run`.
+//! `hami bench limiter`: compute-cap accuracy with real processes under `hami run`, or in
+//! containers through the shim (`--containerd`).
 //!
 //! Without a subcommand it runs the scenarios (caps 10–90 alone, 30/70 and 20/30/50 side by
 //! side, 50 µs and 20 ms kernels, graphs and the other launch kinds, burst, priority) on the
@@ -6,10 +7,12 @@
 //! `--json`, one JSON object. `load` and `probe` are the processes it starts: the kernel
 //! launcher that runs under `hami run`, and the reader of the device's per-process busy time.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use hami_bench::limiter::containers::ContainerRuntime;
 use hami_bench::limiter::worker::{Launch, WorkerSpec, WorkerStarted, run_worker};
 use hami_bench::limiter::{DeviceKind, HarnessOptions, probe, render_table, run_harness};
 
@@ -32,6 +35,17 @@ pub struct LimiterArgs {
     /// Use the machine's GPU and driver instead of the simulated device.
     #[arg(long)]
     real_gpu: bool,
+    /// Run each tenant as a container through the `hami` runtime of the containerd at this
+    /// socket (`ctr run --runtime io.containerd.hami.v2` with `hami.io/*` annotations) instead
+    /// of under `hami run`. Simulated device only; the shim's node ledger must list it.
+    #[arg(long, value_name = "SOCKET")]
+    containerd: Option<PathBuf>,
+    /// The `ctr` program for `--containerd`.
+    #[arg(long, default_value = "ctr", requires = "containerd")]
+    ctr: PathBuf,
+    /// containerd namespace of the tenants' containers.
+    #[arg(long, default_value = "hami-bench", requires = "containerd")]
+    namespace: String,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +120,11 @@ pub fn run(args: LimiterArgs) -> anyhow::Result<()> {
         },
         quick: args.quick,
         only: args.scenarios,
+        containers: args.containerd.map(|address| ContainerRuntime {
+            address,
+            ctr: args.ctr,
+            namespace: args.namespace,
+        }),
     };
     let report = run_harness(&options).context("limiter harness")?;
     if args.json {

@@ -89,6 +89,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         device: DeviceKind::Simulated,
         quick: false,
         only: Vec::new(),
+        containers: None,
     };
     let mut tenants = [
         Shown::new("tenant-a", 1, 30, 1536, seconds),

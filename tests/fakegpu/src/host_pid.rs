@@ -93,6 +93,8 @@ fn peer_pid(stream: &UnixStream) -> std::io::Result<u32> {
 pub struct HostSide {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// The listening socket, shut down to wake the accept loop (whatever became of its path).
+    listener: UnixListener,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -111,12 +113,14 @@ impl HostSide {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
+        let serving = listener.try_clone()?;
         let thread = std::thread::Builder::new()
             .name("fakegpu-host".into())
-            .spawn(move || answer_until(&listener, &stopping))?;
+            .spawn(move || answer_until(&serving, &stopping))?;
         Ok(HostSide {
             path,
             stop,
+            listener,
             thread: Some(thread),
         })
     }
@@ -137,8 +141,10 @@ fn answer_until(listener: &UnixListener, stop: &AtomicBool) {
 impl Drop for HostSide {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Wakes the accept loop, which then sees `stop`.
-        let _ = UnixStream::connect(&self.path);
+        // Wakes the accept loop, which then sees `stop`; works even when the socket's path
+        // is gone (its directory removed first), where connecting to it would not.
+        // SAFETY: shutdown only changes the state of a socket this struct owns.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -154,6 +160,14 @@ mod tests {
     fn without_a_host_side_a_process_is_its_own_pid() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(host_pid(dir.path()).unwrap(), std::process::id());
+    }
+
+    #[test]
+    fn the_host_side_stops_even_when_its_directory_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = HostSide::serve(dir.path()).unwrap();
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        drop(host);
     }
 
     #[test]
