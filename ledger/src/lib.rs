@@ -22,7 +22,6 @@ mod liveness;
 mod model;
 pub mod node;
 pub mod paths;
-pub mod quantity;
 mod text;
 pub mod usage;
 

@@ -42,9 +42,10 @@ pub struct DeviceInfo {
 }
 
 /// How a compute cap applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ComputePolicy {
     /// Never above the cap.
+    #[default]
     Hard,
     /// Above the cap while nobody else on the device wants the capacity.
     Burst,
@@ -68,9 +69,10 @@ impl ComputePolicy {
 }
 
 /// Scheduling priority of a container on a shared device ("low" in annotations is `Normal`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Priority {
     High,
+    #[default]
     Normal,
 }
 

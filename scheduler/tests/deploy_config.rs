@@ -5,9 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hami_scheduler::extender::demand::{
-    RESOURCE_GPU, RESOURCE_GPUCORES, RESOURCE_GPUMEM, RESOURCE_GPUMEM_PERCENT,
-};
+use hami_request::keys::resource;
 use hami_scheduler::extender::{Extender, ExtenderState, HttpApiServer};
 use hami_scheduler::frag::TargetWorkload;
 use hami_scheduler::policy::NodePolicy;
@@ -59,10 +57,10 @@ fn extender_stanza_names_served_routes_and_our_resources() {
     let mut managed = values(&config, "name");
     managed.sort();
     let mut ours = vec![
-        RESOURCE_GPU,
-        RESOURCE_GPUMEM,
-        RESOURCE_GPUMEM_PERCENT,
-        RESOURCE_GPUCORES,
+        resource::GPU,
+        resource::GPU_MEMORY,
+        resource::GPU_MEMORY_PERCENTAGE,
+        resource::GPU_CORES,
     ];
     ours.sort_unstable();
     assert_eq!(managed, ours);

@@ -9,45 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
-use hami_ledger::quantity::parse_memory_bytes;
-
-/// The prefix of every annotation the shim reads.
-pub const PREFIX: &str = "hami.io/";
-
-/// Annotation knobs, without the prefix.
-pub mod keys {
-    pub const GPU_MEMORY: &str = "gpu-memory";
-    pub const GPU_MEMORY_PERCENTAGE: &str = "gpu-memory-percentage";
-    pub const GPU_CORES: &str = "gpu-cores";
-    pub const COMPUTE_POLICY: &str = "gpu-compute-policy";
-    pub const PRIORITY: &str = "gpu-priority";
-    pub const GPU_COUNT: &str = "gpu-count";
-    pub const USE_TYPE: &str = "use-gputype";
-    pub const NOUSE_TYPE: &str = "nouse-gputype";
-    pub const USE_UUID: &str = "use-gpuuuid";
-    pub const NOUSE_UUID: &str = "nouse-gpuuuid";
-    pub const PLACEMENT_POLICY: &str = "gpu-scheduler-policy";
-    pub const ASSIGNED_DEVICES: &str = "assigned-devices";
-
-    /// Every knob, in documentation order.
-    pub const ALL: [&str; 12] = [
-        GPU_MEMORY,
-        GPU_MEMORY_PERCENTAGE,
-        GPU_CORES,
-        COMPUTE_POLICY,
-        PRIORITY,
-        GPU_COUNT,
-        USE_TYPE,
-        NOUSE_TYPE,
-        USE_UUID,
-        NOUSE_UUID,
-        PLACEMENT_POLICY,
-        ASSIGNED_DEVICES,
-    ];
-}
-
-/// Keys the scheduler and node components write for their own bookkeeping; the shim ignores them.
-const BOOKKEEPING_PREFIXES: [&str; 5] = ["bind-", "vgpu-", "node-", "mutex.", "webhook"];
+use hami_request::keys::{BOOKKEEPING_PREFIXES, PREFIX, knob, pod_key};
+use hami_request::{QuantityError, gpu_memory_bytes, knobs};
 
 /// Most devices one container may ask for (the ledger's per-container device count).
 pub const MAX_DEVICES_PER_CONTAINER: u32 = 16;
@@ -60,21 +23,7 @@ pub enum MemoryRequest {
     Percent(u32),
 }
 
-/// What to do with idle compute capacity beyond the container's share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ComputePolicy {
-    #[default]
-    Hard,
-    Burst,
-}
-
-/// Scheduling priority of the container's kernels on a shared device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Priority {
-    High,
-    #[default]
-    Normal,
-}
+pub use hami_request::knobs::{ComputePolicy, Priority};
 
 /// How node-local placement picks among devices that fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -124,7 +73,7 @@ pub enum AnnotationError {
         reason: String,
         accepted: &'static str,
     },
-    #[error("annotation {key} is unknown; accepted keys: hami.io/<knob> or hami.io/<knob>.<container-name> with <knob> one of {}", keys::ALL.join(", "))]
+    #[error("annotation {key} is unknown; accepted keys: hami.io/<knob> or hami.io/<knob>.<container-name> with <knob> one of {}", knob::ALL.join(", "))]
     UnknownKey { key: String },
     #[error("annotations {first} and {second} contradict each other: {reason}")]
     Contradiction {
@@ -153,17 +102,19 @@ pub fn parse_request(
     }
     let get = |knob: &str| knobs.get(knob);
 
-    let memory_bytes = get(keys::GPU_MEMORY)
-        .map(|s| parse_memory_bytes(s.value).map_err(|e| invalid(s, e.to_string(), ACCEPT_MEMORY)))
+    let memory_bytes = get(knob::GPU_MEMORY)
+        .map(|s| {
+            gpu_memory_bytes(s.value).map_err(|e| invalid(s, memory_reason(&e), ACCEPT_MEMORY))
+        })
         .transpose()?;
-    let memory_percent = get(keys::GPU_MEMORY_PERCENTAGE)
+    let memory_percent = get(knob::GPU_MEMORY_PERCENTAGE)
         .map(|s| parse_percent(s, ACCEPT_PERCENT))
         .transpose()?;
     let memory = match (memory_bytes, memory_percent) {
         (Some(_), Some(_)) => {
             return Err(AnnotationError::Contradiction {
-                first: knob_key(&knobs, keys::GPU_MEMORY),
-                second: knob_key(&knobs, keys::GPU_MEMORY_PERCENTAGE),
+                first: knob_key(&knobs, knob::GPU_MEMORY),
+                second: knob_key(&knobs, knob::GPU_MEMORY_PERCENTAGE),
                 reason: "set either an amount or a percentage of device memory, not both".into(),
             });
         }
@@ -171,33 +122,31 @@ pub fn parse_request(
         (None, Some(percent)) => Some(MemoryRequest::Percent(percent)),
         (None, None) => None,
     };
-    let compute_percent = get(keys::GPU_CORES)
+    let compute_percent = get(knob::GPU_CORES)
         .map(|s| parse_percent(s, ACCEPT_CORES))
         .transpose()?;
-    let policy = get(keys::COMPUTE_POLICY)
-        .map(|s| match s.value.trim().to_ascii_lowercase().as_str() {
-            "hard" => Ok(ComputePolicy::Hard),
-            "burst" => Ok(ComputePolicy::Burst),
-            _ => Err(invalid(s, "unknown policy".into(), "hard, burst")),
+    let policy = get(knob::COMPUTE_POLICY)
+        .map(|s| {
+            knobs::compute_policy(s.value)
+                .ok_or_else(|| invalid(s, "unknown policy".into(), knobs::ACCEPTED_POLICIES))
         })
         .transpose()?
         .unwrap_or_default();
-    let priority = get(keys::PRIORITY)
-        .map(|s| match s.value.trim().to_ascii_lowercase().as_str() {
-            "high" => Ok(Priority::High),
-            "normal" | "low" => Ok(Priority::Normal),
-            _ => Err(invalid(s, "unknown priority".into(), "high, normal, low")),
+    let priority = get(knob::PRIORITY)
+        .map(|s| {
+            knobs::priority(s.value)
+                .ok_or_else(|| invalid(s, "unknown priority".into(), knobs::ACCEPTED_PRIORITIES))
         })
         .transpose()?
         .unwrap_or_default();
-    let placement = get(keys::PLACEMENT_POLICY)
+    let placement = get(knob::PLACEMENT_POLICY)
         .map(|s| match s.value.trim().to_ascii_lowercase().as_str() {
             "binpack" => Ok(PlacementPolicy::Binpack),
             "spread" => Ok(PlacementPolicy::Spread),
             _ => Err(invalid(s, "unknown policy".into(), "binpack, spread")),
         })
         .transpose()?;
-    let count_setting = get(keys::GPU_COUNT);
+    let count_setting = get(knob::GPU_COUNT);
     let device_count = count_setting
         .map(|s| match s.value.trim().parse::<u32>() {
             Ok(n) if (1..=MAX_DEVICES_PER_CONTAINER).contains(&n) => Ok(n),
@@ -211,31 +160,31 @@ pub fn parse_request(
 
     let list = |knob: &str| get(knob).map(|s| parse_list(s)).transpose();
     let selection = DeviceSelection {
-        use_types: list(keys::USE_TYPE)?.unwrap_or_default(),
-        nouse_types: list(keys::NOUSE_TYPE)?.unwrap_or_default(),
-        use_uuids: list(keys::USE_UUID)?.unwrap_or_default(),
-        nouse_uuids: list(keys::NOUSE_UUID)?.unwrap_or_default(),
+        use_types: list(knob::USE_TYPE)?.unwrap_or_default(),
+        nouse_types: list(knob::NOUSE_TYPE)?.unwrap_or_default(),
+        use_uuids: list(knob::USE_UUID)?.unwrap_or_default(),
+        nouse_uuids: list(knob::NOUSE_UUID)?.unwrap_or_default(),
     };
     check_disjoint(
         &knobs,
-        keys::USE_UUID,
-        keys::NOUSE_UUID,
+        knob::USE_UUID,
+        knob::NOUSE_UUID,
         &selection.use_uuids,
         &selection.nouse_uuids,
     )?;
     check_disjoint(
         &knobs,
-        keys::USE_TYPE,
-        keys::NOUSE_TYPE,
+        knob::USE_TYPE,
+        knob::NOUSE_TYPE,
         &selection.use_types,
         &selection.nouse_types,
     )?;
 
-    let assigned_devices = list(keys::ASSIGNED_DEVICES)?;
+    let assigned_devices = list(knob::ASSIGNED_DEVICES)?;
     if let Some(assigned) = &assigned_devices {
         if assigned.iter().collect::<BTreeSet<_>>().len() != assigned.len() {
             let setting =
-                get(keys::ASSIGNED_DEVICES).expect("assigned devices were parsed from it");
+                get(knob::ASSIGNED_DEVICES).expect("assigned devices were parsed from it");
             return Err(invalid(
                 setting,
                 "a device is listed twice".into(),
@@ -246,15 +195,15 @@ pub fn parse_request(
             && count as usize != assigned.len()
         {
             return Err(AnnotationError::Contradiction {
-                first: knob_key(&knobs, keys::ASSIGNED_DEVICES),
-                second: knob_key(&knobs, keys::GPU_COUNT),
+                first: knob_key(&knobs, knob::ASSIGNED_DEVICES),
+                second: knob_key(&knobs, knob::GPU_COUNT),
                 reason: format!("{} devices assigned but {count} requested", assigned.len()),
             });
         }
         if let Some(excluded) = assigned.iter().find(|u| selection.nouse_uuids.contains(u)) {
             return Err(AnnotationError::Contradiction {
-                first: knob_key(&knobs, keys::ASSIGNED_DEVICES),
-                second: knob_key(&knobs, keys::NOUSE_UUID),
+                first: knob_key(&knobs, knob::ASSIGNED_DEVICES),
+                second: knob_key(&knobs, knob::NOUSE_UUID),
                 reason: format!("device {excluded} is both assigned and excluded"),
             });
         }
@@ -274,8 +223,16 @@ pub fn parse_request(
     }))
 }
 
+/// Why a memory value was refused, without the grammar the error's `accepted` part gives.
+fn memory_reason(error: &QuantityError) -> String {
+    match error {
+        QuantityError::Malformed { .. } => "not a Kubernetes quantity".into(),
+        other => other.to_string(),
+    }
+}
+
 const ACCEPT_MEMORY: &str =
-    "a Kubernetes quantity such as 512 (a bare number is MiB), 1536Mi, 4Gi, 1G";
+    "a Kubernetes quantity such as 3000 (a bare number is MiB), 1.5Gi, 1536Mi, 500M, 1e9";
 const ACCEPT_PERCENT: &str = "a whole number from 1 to 100";
 const ACCEPT_CORES: &str = "a whole number from 1 to 100 (percent of the device's compute)";
 const ACCEPT_LIST: &str = "a comma-separated list of distinct, non-empty names";
@@ -298,7 +255,7 @@ fn effective_knobs<'a>(
             Some((knob, container)) => (knob, Some(container)),
             None => (rest, None),
         };
-        let Some(knob) = keys::ALL.iter().copied().find(|k| *k == knob) else {
+        let Some(knob) = knob::ALL.iter().copied().find(|k| *k == knob) else {
             return Err(AnnotationError::UnknownKey { key: key.clone() });
         };
         let setting = Setting { key, value };
@@ -315,10 +272,10 @@ fn effective_knobs<'a>(
     }
     // Memory is one setting written two ways: a container-specific form of either one replaces both
     // pod-wide forms, so a container can switch from a percentage to an amount.
-    if specific.contains_key(keys::GPU_MEMORY) || specific.contains_key(keys::GPU_MEMORY_PERCENTAGE)
+    if specific.contains_key(knob::GPU_MEMORY) || specific.contains_key(knob::GPU_MEMORY_PERCENTAGE)
     {
-        pod_wide.remove(keys::GPU_MEMORY);
-        pod_wide.remove(keys::GPU_MEMORY_PERCENTAGE);
+        pod_wide.remove(knob::GPU_MEMORY);
+        pod_wide.remove(knob::GPU_MEMORY_PERCENTAGE);
     }
     pod_wide.extend(specific);
     Ok(pod_wide)
@@ -327,7 +284,7 @@ fn effective_knobs<'a>(
 fn knob_key(knobs: &BTreeMap<&'static str, Setting<'_>>, knob: &str) -> String {
     knobs
         .get(knob)
-        .map_or_else(|| format!("{PREFIX}{knob}"), |s| s.key.to_owned())
+        .map_or_else(|| pod_key(knob), |s| s.key.to_owned())
 }
 
 fn invalid(setting: &Setting<'_>, reason: String, accepted: &'static str) -> AnnotationError {
@@ -478,7 +435,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("hami.io/gpu-memory"), "{text}");
         assert!(text.contains("\"lots\""), "{text}");
-        assert!(text.contains("4Gi"), "{text}");
+        assert!(text.contains("1.5Gi"), "{text}");
 
         let text = request(&[("hami.io/gpu-cores.main", "150")])
             .unwrap_err()

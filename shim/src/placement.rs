@@ -184,15 +184,15 @@ fn eligible(
     visibility: &Visibility,
     selection: &DeviceSelection,
 ) -> Result<(), Rejection> {
-    use crate::annotations::keys;
+    use hami_request::keys::knob;
     if !visibility.allows(device) {
         return Err(Rejection::NotVisible);
     }
     if !selection.use_uuids.is_empty() && !selection.use_uuids.contains(&device.uuid) {
-        return Err(Rejection::NotSelected(keys::USE_UUID));
+        return Err(Rejection::NotSelected(knob::USE_UUID));
     }
     if selection.nouse_uuids.contains(&device.uuid) {
-        return Err(Rejection::NotSelected(keys::NOUSE_UUID));
+        return Err(Rejection::NotSelected(knob::NOUSE_UUID));
     }
     let matches = |pattern: &String| {
         let pattern = pattern.to_ascii_lowercase();
@@ -202,10 +202,10 @@ fn eligible(
             .any(|name| name.to_ascii_lowercase().contains(&pattern))
     };
     if !selection.use_types.is_empty() && !selection.use_types.iter().any(matches) {
-        return Err(Rejection::NotSelected(keys::USE_TYPE));
+        return Err(Rejection::NotSelected(knob::USE_TYPE));
     }
     if selection.nouse_types.iter().any(matches) {
-        return Err(Rejection::NotSelected(keys::NOUSE_TYPE));
+        return Err(Rejection::NotSelected(knob::NOUSE_TYPE));
     }
     Ok(())
 }

@@ -161,14 +161,8 @@ fn place_and_record(
                 uuid: p.uuid.clone(),
                 memory_limit: p.memory_limit,
                 compute_percent: request.compute_percent,
-                policy: match request.policy {
-                    annotations::ComputePolicy::Hard => hami_ledger::ComputePolicy::Hard,
-                    annotations::ComputePolicy::Burst => hami_ledger::ComputePolicy::Burst,
-                },
-                priority: match request.priority {
-                    annotations::Priority::High => hami_ledger::Priority::High,
-                    annotations::Priority::Normal => hami_ledger::Priority::Normal,
-                },
+                policy: request.policy,
+                priority: request.priority,
             })
             .collect(),
     };

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hami_request::keys::{knob, pod_key};
+
 use super::HarnessError;
 use super::scenarios::TenantSpec;
 
@@ -231,12 +233,14 @@ fn ctr_command(runtime: &ContainerRuntime) -> Command {
 
 /// The tenant's caps as the shim's annotations.
 pub fn annotations(spec: &TenantSpec) -> Vec<String> {
+    let annotation =
+        |knob: &str, value: &dyn std::fmt::Display| format!("{}={value}", pod_key(knob));
     let mut annotations = vec![
-        format!("hami.io/gpu-compute-policy={}", spec.policy),
-        format!("hami.io/gpu-priority={}", spec.priority),
+        annotation(knob::COMPUTE_POLICY, &spec.policy),
+        annotation(knob::PRIORITY, &spec.priority),
     ];
     if let Some(cores) = spec.cores {
-        annotations.push(format!("hami.io/gpu-cores={cores}"));
+        annotations.push(annotation(knob::GPU_CORES, &cores));
     }
     // Without a memory cap the shim commits the whole device's memory to the container, and
     // the next tenant would not fit: ask for what the worker holds, with room to spare.
@@ -244,7 +248,7 @@ pub fn annotations(spec: &TenantSpec) -> Vec<String> {
         .memory
         .clone()
         .unwrap_or_else(|| format!("{}Mi", spec.worker.memory_mib + DEFAULT_MEMORY_MIB));
-    annotations.push(format!("hami.io/gpu-memory={memory}"));
+    annotations.push(annotation(knob::GPU_MEMORY, &memory));
     annotations
 }
 

@@ -11,12 +11,13 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use hami_ledger::paths::{ENV_LIMITS, ENV_NODE, ENV_USAGE, LedgerDir};
 use hami_ledger::{
     ComputePolicy, ContainerLimits, DeviceInfo, DeviceLimit, NodeLedger, Priority, UsageLedger,
     compute, limits,
 };
+use hami_request::knobs;
 
 /// Environment variable that names libhami.so when it is not next to the `hami` executable.
 pub const ENV_LIBRARY: &str = "HAMI_LIBRARY";
@@ -29,12 +30,12 @@ pub struct RunArgs {
     /// Compute cap on each device, in percent of the device's busy time (1-100).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     cores: Option<u32>,
-    /// How the compute cap applies.
-    #[arg(long, value_enum, default_value_t = PolicyArg::Hard)]
-    policy: PolicyArg,
-    /// Scheduling priority against other tenants of the device.
-    #[arg(long, value_enum, default_value_t = PriorityArg::Normal)]
-    priority: PriorityArg,
+    /// How the compute cap applies: hard or burst.
+    #[arg(long, default_value = "hard", value_parser = policy_arg)]
+    policy: ComputePolicy,
+    /// Scheduling priority against other tenants of the device: high, normal or low.
+    #[arg(long, default_value = "normal", value_parser = priority_arg)]
+    priority: Priority,
     /// Devices the program may use, by index or UUID, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     device: Vec<String>,
@@ -52,17 +53,12 @@ pub struct RunArgs {
     command: Vec<OsString>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum PolicyArg {
-    Hard,
-    Burst,
+fn policy_arg(text: &str) -> Result<ComputePolicy, String> {
+    knobs::compute_policy(text).ok_or_else(|| format!("accepted: {}", knobs::ACCEPTED_POLICIES))
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum PriorityArg {
-    High,
-    Normal,
-    Low,
+fn priority_arg(text: &str) -> Result<Priority, String> {
+    knobs::priority(text).ok_or_else(|| format!("accepted: {}", knobs::ACCEPTED_PRIORITIES))
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -71,9 +67,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .memory
         .as_deref()
         .map(|text| {
-            hami_ledger::quantity::parse_memory_bytes(text).with_context(|| {
-                format!("--memory {text:?}: expected a quantity such as 1Gi, 512Mi or 2048 (MiB)")
-            })
+            hami_request::gpu_memory_bytes(text)
+                .with_context(|| format!("--memory {text:?} (a bare number is MiB)"))
         })
         .transpose()?;
 
@@ -110,14 +105,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 uuid: device.uuid.clone(),
                 memory_limit,
                 compute_percent: args.cores,
-                policy: match args.policy {
-                    PolicyArg::Hard => ComputePolicy::Hard,
-                    PolicyArg::Burst => ComputePolicy::Burst,
-                },
-                priority: match args.priority {
-                    PriorityArg::High => Priority::High,
-                    PriorityArg::Normal | PriorityArg::Low => Priority::Normal,
-                },
+                policy: args.policy,
+                priority: args.priority,
             })
             .collect(),
     };

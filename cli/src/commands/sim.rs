@@ -38,13 +38,13 @@ struct EnvArgs {
     /// Number of devices.
     #[arg(long, default_value_t = 1)]
     devices: u32,
-    /// Memory per device (e.g. 16Gi, 512Mi).
+    /// Memory per device: a Kubernetes quantity (16Gi, 512Mi; a bare number is MiB).
     #[arg(long, default_value = "16Gi")]
     memory: String,
     /// Streaming multiprocessors per device.
     #[arg(long, default_value_t = 132)]
     sms: u32,
-    /// Device memory each context costs (e.g. 300Mi).
+    /// Device memory each context costs (300Mi; a bare number is MiB).
     #[arg(long, default_value = "0")]
     context_memory: String,
     /// Directory of the shared device state (default: /tmp/hami-fakegpu-$UID).
@@ -102,26 +102,18 @@ fn fakegpu_library() -> anyhow::Result<PathBuf> {
         })
 }
 
-/// Parses `16Gi`, `512Mi`, `4096` into bytes.
-fn parse_bytes(text: &str) -> anyhow::Result<u64> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .with_context(|| format!("{text:?} is not a size like 16Gi"))?;
-    let shift = match unit {
-        "" => 0,
-        "Ki" => 10,
-        "Mi" => 20,
-        "Gi" => 30,
-        "Ti" => 40,
-        _ => bail!("{text:?}: unknown unit {unit:?} (use Ki, Mi, Gi or Ti)"),
-    };
-    number
-        .checked_mul(1 << shift)
-        .with_context(|| format!("{text:?} is too large"))
+/// A memory flag: a Kubernetes quantity, a bare number is MiB (as `hami run --memory`);
+/// `0` only where `zero_allowed`.
+fn parse_memory(flag: &str, text: &str, zero_allowed: bool) -> anyhow::Result<u64> {
+    match hami_request::gpu_memory_bytes(text) {
+        Ok(bytes) => Ok(bytes),
+        Err(hami_request::QuantityError::NotPositive { .. })
+            if zero_allowed && !text.trim().starts_with('-') =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(e).with_context(|| format!("--{flag} (a bare number is MiB)")),
+    }
 }
 
 /// Single-quotes `text` for a POSIX shell.
@@ -135,9 +127,8 @@ fn env(args: &EnvArgs) -> anyhow::Result<()> {
         "--devices must be between 1 and 8"
     );
     ensure!(args.sms > 0, "--sms must be positive");
-    let memory = parse_bytes(&args.memory)?;
-    ensure!(memory > 0, "--memory must be positive");
-    let context_memory = parse_bytes(&args.context_memory)?;
+    let memory = parse_memory("memory", &args.memory, false)?;
+    let context_memory = parse_memory("context-memory", &args.context_memory, true)?;
     let library = fakegpu_library()?;
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let state_dir = std::path::absolute(&state_dir).context("resolving the state directory")?;
@@ -372,10 +363,17 @@ mod tests {
 
     #[test]
     fn sizes_and_quotes() {
-        assert_eq!(parse_bytes("16Gi").unwrap(), 16 << 30);
-        assert_eq!(parse_bytes("0").unwrap(), 0);
-        assert!(parse_bytes("1.5Gi").is_err());
-        assert!(parse_bytes("12GB").is_err());
+        assert_eq!(parse_memory("memory", "16Gi", false).unwrap(), 16 << 30);
+        assert_eq!(
+            parse_memory("memory", "4096", false).unwrap(),
+            4 << 30,
+            "MiB"
+        );
+        assert_eq!(parse_memory("memory", "1.5Gi", false).unwrap(), 3 << 29);
+        assert_eq!(parse_memory("context-memory", "0", true).unwrap(), 0);
+        assert!(parse_memory("memory", "0", false).is_err());
+        let err = parse_memory("memory", "12GB", false).unwrap_err();
+        assert!(format!("{err:#}").contains("--memory"), "{err:#}");
         assert_eq!(shell_quote("/tmp/it's"), r"'/tmp/it'\''s'");
     }
 }

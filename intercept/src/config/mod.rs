@@ -11,11 +11,10 @@
 //! is an error: the library then fails closed (see `runtime`), never "no limit".
 
 pub mod confinement;
-mod size;
 
 use std::path::PathBuf;
 
-pub use size::{SizeError, parse_size};
+pub use hami_request::byte_size::{SizeError, parse_size};
 
 use crate::log::Level;
 

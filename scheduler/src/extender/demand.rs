@@ -9,25 +9,13 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use thiserror::Error;
 
-use super::quantity::{self, QuantityError};
 use crate::cluster::{FULL_DEVICE_MILLI, NodeState};
 use crate::fit::DeviceOrder;
 use crate::model::{ModelSet, ModelTable};
 use crate::policy::NodePolicy;
 use crate::request::Request;
-
-/// Resource: whole devices per container.
-pub const RESOURCE_GPU: &str = "nvidia.com/gpu";
-/// Resource: device memory per device, MiB.
-pub const RESOURCE_GPUMEM: &str = "nvidia.com/gpumem";
-/// Resource: device memory per device, % of the device.
-pub const RESOURCE_GPUMEM_PERCENT: &str = "nvidia.com/gpumem-percentage";
-/// Resource: compute per device, % of the device.
-pub const RESOURCE_GPUCORES: &str = "nvidia.com/gpucores";
-/// Annotation: node policy of this pod (`fgd`, `ours`, `binpack`, `spread`, …).
-pub const NODE_POLICY: &str = "hami.io/node-scheduler-policy";
-/// Annotation: device order inside the node (`binpack`, `spread`).
-pub const DEVICE_POLICY: &str = "hami.io/gpu-scheduler-policy";
+use hami_request::keys::{bookkeeping, container_key, knob, pod_key, resource};
+use hami_request::quantity::{self, QuantityError};
 
 /// Device memory per device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,9 +103,9 @@ impl PodDemand {
                 containers.push(d);
             }
         }
-        let list = |key: &str| -> Vec<String> {
+        let list = |knob: &str| -> Vec<String> {
             annotations
-                .get(key)
+                .get(&pod_key(knob))
                 .map(|v| {
                     v.split(',')
                         .map(str::trim)
@@ -128,23 +116,23 @@ impl PodDemand {
                 .unwrap_or_default()
         };
         let node_policy = annotations
-            .get(NODE_POLICY)
+            .get(&pod_key(bookkeeping::NODE_SCHEDULER_POLICY))
             .map(|v| {
                 v.parse::<NodePolicy>()
                     .map_err(|e| DemandError::Annotation {
-                        key: NODE_POLICY.into(),
+                        key: pod_key(bookkeeping::NODE_SCHEDULER_POLICY),
                         value: v.clone(),
                         reason: e.to_string(),
                     })
             })
             .transpose()?;
         let device_order = annotations
-            .get(DEVICE_POLICY)
+            .get(&pod_key(knob::PLACEMENT_POLICY))
             .map(|v| match v.trim() {
                 "binpack" => Ok(DeviceOrder::Tightest),
                 "spread" => Ok(DeviceOrder::Loosest),
                 other => Err(DemandError::Annotation {
-                    key: DEVICE_POLICY.into(),
+                    key: pod_key(knob::PLACEMENT_POLICY),
                     value: other.into(),
                     reason: "expected binpack or spread".into(),
                 }),
@@ -154,10 +142,10 @@ impl PodDemand {
             cpu_milli,
             memory_mib,
             containers,
-            use_types: list("hami.io/use-gputype"),
-            nouse_types: list("hami.io/nouse-gputype"),
-            use_uuids: list("hami.io/use-gpuuuid"),
-            nouse_uuids: list("hami.io/nouse-gpuuuid"),
+            use_types: list(knob::USE_TYPE),
+            nouse_types: list(knob::NOUSE_TYPE),
+            use_uuids: list(knob::USE_UUID),
+            nouse_uuids: list(knob::NOUSE_UUID),
             node_policy,
             device_order,
         })
@@ -281,15 +269,12 @@ fn container_demand(
     };
     // `hami.io/<knob>.<container>` wins over `hami.io/<knob>`, which wins over the resource.
     let knob = |knob: &str| -> Option<(String, &String)> {
-        let specific = format!("hami.io/{knob}.{}", c.name);
+        let specific = container_key(knob, &c.name);
+        let pod_wide = pod_key(knob);
         annotations
             .get(&specific)
             .map(|v| (specific.clone(), v))
-            .or_else(|| {
-                annotations
-                    .get(&format!("hami.io/{knob}"))
-                    .map(|v| (format!("hami.io/{knob}"), v))
-            })
+            .or_else(|| annotations.get(&pod_wide).map(|v| (pod_wide.clone(), v)))
     };
     let knob_number = |name: &str, parse: fn(&str) -> Result<u64, QuantityError>| {
         knob(name)
@@ -302,19 +287,12 @@ fn container_demand(
             })
             .transpose()
     };
-    let gpu_memory_mib = |v: &str| {
-        // The shim reads a bare number as MiB; so do we.
-        if v.trim().chars().all(|ch| ch.is_ascii_digit()) {
-            quantity::count(v)
-        } else {
-            quantity::memory_mib(v)
-        }
-    };
-    let count = knob_number("gpu-count", quantity::count)?.or(limit(RESOURCE_GPU)?);
-    let memory_mib = knob_number("gpu-memory", gpu_memory_mib)?.or(limit(RESOURCE_GPUMEM)?);
-    let memory_percent =
-        knob_number("gpu-memory-percentage", quantity::count)?.or(limit(RESOURCE_GPUMEM_PERCENT)?);
-    let cores = knob_number("gpu-cores", quantity::count)?.or(limit(RESOURCE_GPUCORES)?);
+    let count = knob_number(knob::GPU_COUNT, quantity::count)?.or(limit(resource::GPU)?);
+    let memory_mib =
+        knob_number(knob::GPU_MEMORY, quantity::gpu_memory_mib)?.or(limit(resource::GPU_MEMORY)?);
+    let memory_percent = knob_number(knob::GPU_MEMORY_PERCENTAGE, quantity::count)?
+        .or(limit(resource::GPU_MEMORY_PERCENTAGE)?);
+    let cores = knob_number(knob::GPU_CORES, quantity::count)?.or(limit(resource::GPU_CORES)?);
     if count.is_none() && memory_mib.is_none() && memory_percent.is_none() && cores.is_none() {
         return Ok(None);
     }

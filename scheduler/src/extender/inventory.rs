@@ -9,12 +9,15 @@ use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::quantity::{self, QuantityError};
 use crate::cluster::{DeviceSpec, NodeSpec};
 use crate::model::{ModelError, ModelTable};
+use hami_request::keys::{bookkeeping, pod_key};
+use hami_request::quantity::{self, QuantityError};
 
-/// The node annotation holding the device inventory.
-pub const REGISTER_ANNOTATION: &str = "hami.io/node-nvidia-register";
+/// The node annotation holding the device inventory (`hami.io/node-nvidia-register`).
+pub fn register_annotation() -> String {
+    pod_key(bookkeeping::NODE_NVIDIA_REGISTER)
+}
 
 /// One device as the node agent registers it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -45,7 +48,10 @@ fn healthy() -> bool {
 pub enum InventoryError {
     #[error("node has no name")]
     NoName,
-    #[error("node {node}: annotation {REGISTER_ANNOTATION} is not a JSON device list: {source}")]
+    #[error(
+        "node {node}: annotation {} is not a JSON device list: {source}",
+        register_annotation()
+    )]
     Json {
         node: String,
         source: serde_json::Error,
@@ -91,7 +97,7 @@ pub fn node_spec(node: &Node, models: &mut ModelTable) -> Result<NodeSpec, Inven
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(REGISTER_ANNOTATION))
+        .and_then(|a| a.get(&register_annotation()))
     {
         Some(text) => serde_json::from_str(text).map_err(|source| InventoryError::Json {
             node: name.clone(),
@@ -144,7 +150,7 @@ mod tests {
 
     fn node(annotation: &str) -> Node {
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "gpu-1", "annotations": {REGISTER_ANNOTATION: annotation}},
+            "metadata": {"name": "gpu-1", "annotations": {register_annotation(): annotation}},
             "status": {"allocatable": {"cpu": "96", "memory": "384Gi"}}
         }))
         .unwrap()
@@ -172,7 +178,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("gpu-1") && err.contains(REGISTER_ANNOTATION),
+            err.contains("gpu-1") && err.contains(&register_annotation()),
             "{err}"
         );
         let mixed = node(r#"[{"id":"a","type":"T4"},{"id":"b","index":1,"type":"A10"}]"#);

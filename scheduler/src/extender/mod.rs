@@ -4,7 +4,6 @@
 pub mod api;
 pub mod demand;
 pub mod inventory;
-pub mod quantity;
 pub mod server;
 pub mod state;
 pub mod wire;

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use hami_request::keys::{bookkeeping, container_key, knob, pod_key};
 use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::demand::{DeviceMemory, PodDemand};
@@ -20,8 +21,6 @@ use crate::model::ModelTable;
 use crate::policy::{NodePolicy, Scheduler};
 use crate::request::Request;
 
-/// Annotation (with `.<container>`) the shim reads the chosen device UUIDs from.
-pub const ASSIGNED_DEVICES: &str = "hami.io/assigned-devices";
 /// How long a pod reserved at bind is kept while the API server does not list it bound.
 pub const ASSUME_GRACE: Duration = Duration::from_secs(120);
 
@@ -300,8 +299,8 @@ impl ExtenderState {
         let mut containers = Vec::new();
         for (c, r) in demand.containers.iter().zip(&requests) {
             let text = annotations
-                .get(&format!("{ASSIGNED_DEVICES}.{}", c.name))
-                .or_else(|| annotations.get(ASSIGNED_DEVICES))?;
+                .get(&container_key(knob::ASSIGNED_DEVICES, &c.name))
+                .or_else(|| annotations.get(&pod_key(knob::ASSIGNED_DEVICES)))?;
             let uuids: Vec<String> = text
                 .split(',')
                 .map(str::trim)
@@ -414,27 +413,30 @@ pub fn bind_annotations(
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (c, p) in demand.containers.iter().zip(&placement.containers) {
-        out.insert(format!("{ASSIGNED_DEVICES}.{}", c.name), p.uuids.join(","));
-        out.insert(format!("hami.io/gpu-count.{}", c.name), c.count.to_string());
+        out.insert(
+            container_key(knob::ASSIGNED_DEVICES, &c.name),
+            p.uuids.join(","),
+        );
+        out.insert(container_key(knob::GPU_COUNT, &c.name), c.count.to_string());
         match c.memory {
             DeviceMemory::Mib(m) => {
-                out.insert(format!("hami.io/gpu-memory.{}", c.name), format!("{m}Mi"));
+                out.insert(container_key(knob::GPU_MEMORY, &c.name), format!("{m}Mi"));
             }
             DeviceMemory::Percent(p) => {
                 out.insert(
-                    format!("hami.io/gpu-memory-percentage.{}", c.name),
+                    container_key(knob::GPU_MEMORY_PERCENTAGE, &c.name),
                     p.to_string(),
                 );
             }
             DeviceMemory::Unset => {}
         }
         if let Some(cores) = c.cores_percent.filter(|&v| v > 0) {
-            out.insert(format!("hami.io/gpu-cores.{}", c.name), cores.to_string());
+            out.insert(container_key(knob::GPU_CORES, &c.name), cores.to_string());
         }
     }
-    out.insert("hami.io/vgpu-node".into(), placement.node.clone());
-    out.insert("hami.io/bind-phase".into(), "allocating".into());
-    out.insert("hami.io/bind-time".into(), unix_time.to_string());
+    out.insert(pod_key(bookkeeping::VGPU_NODE), placement.node.clone());
+    out.insert(pod_key(bookkeeping::BIND_PHASE), "allocating".into());
+    out.insert(pod_key(bookkeeping::BIND_TIME), unix_time.to_string());
     out
 }
 
@@ -444,7 +446,7 @@ mod tests {
 
     fn node() -> Node {
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "gpu-a", "annotations": {inventory::REGISTER_ANNOTATION:
+            "metadata": {"name": "gpu-a", "annotations": {inventory::register_annotation():
                 r#"[{"id":"GPU-0","index":0,"devmem":16384,"type":"T4"},{"id":"GPU-1","index":1,"devmem":16384,"type":"T4"}]"#}},
             "status": {"allocatable": {"cpu": "32", "memory": "128Gi"}}
         }))

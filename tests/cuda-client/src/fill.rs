@@ -5,13 +5,16 @@ use anyhow::Context as _;
 use clap::Args;
 use cudarc::driver::{CudaContext, result};
 
-use crate::size;
-
 #[derive(Args)]
 pub struct FillArgs {
-    /// Size of each allocation (e.g. 64Mi).
-    #[arg(long, default_value = "64Mi", value_parser = size::parse)]
+    /// Size of each allocation: a Kubernetes quantity (64Mi, 1Gi; a bare number is MiB).
+    #[arg(long, default_value = "64Mi", value_parser = step_bytes)]
     step: usize,
+}
+
+fn step_bytes(text: &str) -> Result<usize, String> {
+    let bytes = hami_request::gpu_memory_bytes(text).map_err(|e| e.to_string())?;
+    usize::try_from(bytes).map_err(|_| format!("{text:?} does not fit in memory"))
 }
 
 /// Allocates `args.step` bytes at a time on `device` until an allocation fails.

@@ -5,7 +5,6 @@
 mod demo;
 mod fill;
 mod kernels;
-mod size;
 mod spin;
 
 use clap::{Parser, Subcommand};

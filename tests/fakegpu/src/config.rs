@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use hami_request::{SizeError, parse_size};
 use thiserror::Error;
 
 /// Most devices one state file can describe.
@@ -81,15 +82,11 @@ impl Config {
             return Err(ConfigError::DeviceCount(devices));
         }
         let memory = match lookup(ENV_MEMORY) {
-            Some(value) => {
-                parse_bytes(&value)
-                    .filter(|bytes| *bytes > 0)
-                    .ok_or(ConfigError::Invalid {
-                        var: ENV_MEMORY,
-                        value,
-                        what: "memory size",
-                    })?
-            }
+            Some(value) => parse_size(&value).map_err(|_| ConfigError::Invalid {
+                var: ENV_MEMORY,
+                value,
+                what: "memory size",
+            })?,
             None => 16 * GIB,
         };
         let sms =
@@ -104,11 +101,17 @@ impl Config {
                 None => 132,
             };
         let context_memory = match lookup(ENV_CONTEXT_MEMORY) {
-            Some(value) => parse_bytes(&value).ok_or(ConfigError::Invalid {
-                var: ENV_CONTEXT_MEMORY,
-                value,
-                what: "memory size",
-            })?,
+            Some(value) => match parse_size(&value) {
+                Ok(bytes) => bytes,
+                Err(SizeError::Zero(_)) => 0,
+                Err(_) => {
+                    return Err(ConfigError::Invalid {
+                        var: ENV_CONTEXT_MEMORY,
+                        value,
+                        what: "memory size",
+                    });
+                }
+            },
             None => 0,
         };
         let uuids = match lookup(ENV_UUIDS).filter(|u| !u.trim().is_empty()) {
@@ -147,29 +150,6 @@ impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var(name).ok())
     }
-}
-
-/// Parses `16Gi`, `512Mi`, `64K`, `1G`, `1048576` into bytes; `None` when malformed.
-pub fn parse_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits.parse().ok()?;
-    let multiplier: u64 = match unit {
-        "" => 1,
-        "Ki" | "KiB" => 1 << 10,
-        "Mi" | "MiB" => 1 << 20,
-        "Gi" | "GiB" => 1 << 30,
-        "Ti" | "TiB" => 1 << 40,
-        "K" | "KB" | "k" => 1_000,
-        "M" | "MB" => 1_000_000,
-        "G" | "GB" => 1_000_000_000,
-        "T" | "TB" => 1_000_000_000_000,
-        _ => return None,
-    };
-    number.checked_mul(multiplier)
 }
 
 /// Parses `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (prefix optional) into 16 bytes.
@@ -237,14 +217,20 @@ mod tests {
     }
 
     #[test]
-    fn quantities_use_binary_and_decimal_suffixes() {
-        assert_eq!(parse_bytes("16Gi"), Some(16 * GIB));
-        assert_eq!(parse_bytes("512Mi"), Some(512 << 20));
-        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(parse_bytes("4096"), Some(4096));
-        assert_eq!(parse_bytes("1.5Gi"), None);
-        assert_eq!(parse_bytes("-1"), None);
-        assert_eq!(parse_bytes("Gi"), None);
+    fn sizes_are_byte_sizes_of_environment_variables() {
+        let memory = |value: &str| config(&[(ENV_DIR, "/tmp/x"), (ENV_MEMORY, value)]);
+        assert_eq!(memory("16Gi").unwrap().memory, 16 * GIB);
+        assert_eq!(
+            memory("4096").unwrap().memory,
+            4096,
+            "a variable's bare number is bytes"
+        );
+        assert_eq!(memory("1.5Gi").unwrap().memory, GIB + GIB / 2);
+        for bad in ["-1", "Gi", "0", "12XB"] {
+            assert!(memory(bad).is_err(), "{bad}");
+        }
+        let context = config(&[(ENV_DIR, "/tmp/x"), (ENV_CONTEXT_MEMORY, "0")]).unwrap();
+        assert_eq!(context.context_memory, 0);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Parsing of memory sizes as users write them in environment variables.
+//! Byte sizes as users write them in environment variables (`CUDA_DEVICE_MEMORY_LIMIT`,
+//! `HAMI_FAKEGPU_MEMORY`, ...): a bare number is bytes, every suffix a power of 1024.
 //!
 //! HAMi-core parses `CUDA_DEVICE_MEMORY_LIMIT` with `strtoul`, so `8Gi` became an 8-byte cap and
 //! garbage became "no limit" (hami-core notes §3). Here every suffix is a power of 1024 — the
