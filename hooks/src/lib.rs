@@ -2,9 +2,11 @@
 //!
 //! Each vendor module holds the ABI types and result codes of the real headers and one
 //! callback macro that lists every entry point once, with its exact `extern "C"` signature.
-//! The interception library generates its wrappers from that list and the simulated devices
-//! check each of their exports against it, so one table is the single source of truth
-//! (HAMi-core keeps four hand-synchronised lists instead).
+//! The interception library's wrappers are still written by hand: each is checked at compile
+//! time against the table's `pfn` type (`const _: pfn::X = X;`), and the dlsym and
+//! `cuGetProcAddress` lookups resolve through the table; the simulated devices check each of
+//! their exports the same way. Generating the wrappers from the table is the library issue's
+//! work, not done yet.
 
 pub mod cuda;
 pub mod nvml;
