@@ -6,14 +6,14 @@
 #![allow(non_snake_case, clippy::too_many_arguments)]
 
 use hami_hooks::cuda::{
-    CUDA_ERROR_NOT_SUPPORTED, CUfunction, CUgraphExec, CUlaunchConfig, CUresult, CUstream, c_uint,
-    c_void, pfn,
+    CUDA_ERROR_NOT_PERMITTED, CUDA_ERROR_NOT_SUPPORTED, CUfunction, CUgraphExec, CUlaunchConfig,
+    CUresult, CUstream, c_uint, c_void, pfn,
 };
 
 use super::devices;
 use super::{Cuda, REGISTRY};
 use crate::boundary::guarded;
-use crate::limiter::{LaunchKind, LaunchSite, before_launch};
+use crate::limiter::{LaunchKind, LaunchRefused, LaunchSite, before_launch};
 use crate::runtime::engine;
 
 fn current_device_slot() -> Option<usize> {
@@ -30,13 +30,11 @@ fn launch(
 ) -> CUresult {
     guarded(
         || {
-            before_launch(&LaunchSite::new(
-                kind,
-                stream,
-                per_thread,
-                &current_device_slot,
-            ));
-            call()
+            let site = LaunchSite::new(kind, stream, per_thread, &current_device_slot);
+            match before_launch(&site) {
+                Ok(()) => call(),
+                Err(LaunchRefused) => CUDA_ERROR_NOT_PERMITTED,
+            }
         },
         call,
     )

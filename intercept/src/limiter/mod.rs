@@ -97,14 +97,37 @@ impl<'a> LaunchSite<'a> {
 }
 
 /// The process's limiter, built at the first launch; `None` when nothing is capped.
-static LIMITER: OnceLock<Option<&'static ProcessLimiter>> = OnceLock::new();
+/// The process's compute configuration, read once.
+#[derive(Clone, Copy)]
+enum Limiter {
+    Uncapped,
+    Capped(&'static ProcessLimiter),
+    /// A compute cap is set but cannot be read: fail closed, as memory does.
+    Refused,
+}
+
+static LIMITER: OnceLock<Limiter> = OnceLock::new();
+
+/// A launch the limiter refuses: a compute cap is configured but cannot be enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchRefused;
 
 /// Called before every launch; may wait (bounded) until the container's compute share allows
-/// the launch. Never fails the launch.
+/// the launch. Fails only when a compute cap is set but unreadable (the log said why, once).
 #[inline(always)]
-pub fn before_launch(site: &LaunchSite<'_>) {
-    if let Some(limiter) = *LIMITER.get_or_init(ProcessLimiter::from_env) {
-        gate_launch(limiter, site);
+pub fn before_launch(site: &LaunchSite<'_>) -> Result<(), LaunchRefused> {
+    let limiter = LIMITER.get_or_init(|| match ProcessLimiter::from_env() {
+        Ok(Some(limiter)) => Limiter::Capped(limiter),
+        Ok(None) => Limiter::Uncapped,
+        Err(_) => Limiter::Refused,
+    });
+    match *limiter {
+        Limiter::Uncapped => Ok(()),
+        Limiter::Capped(limiter) => {
+            gate_launch(limiter, site);
+            Ok(())
+        }
+        Limiter::Refused => Err(LaunchRefused),
     }
 }
 

@@ -159,8 +159,11 @@ fn private_cell() -> &'static [AtomicU64; COMPUTE_WORDS] {
 }
 
 impl ProcessLimiter {
-    /// Reads the configuration from the process environment; `None` when nothing is capped.
-    pub fn from_env() -> Option<&'static ProcessLimiter> {
+    /// Reads the configuration from the process environment: `Ok(None)` when nothing is
+    /// capped; an error (said once on stderr) when a cap is set but cannot be read, which the
+    /// caller turns into refused launches, as a memory cap that cannot be read refuses
+    /// allocations.
+    pub fn from_env() -> Result<Option<&'static ProcessLimiter>, LimiterConfigError> {
         let confinement = Confinement::current();
         let env = |name: &str| std::env::var(name).ok();
         let namespace = match confinement {
@@ -168,10 +171,13 @@ impl ProcessLimiter {
             Confinement::Container | Confinement::LedgerMissing => PidNamespace::Container,
         };
         match Self::build(&confinement.lookup(&env), namespace) {
-            Ok(limiter) => limiter,
+            Ok(limiter) => Ok(limiter),
             Err(err) => {
-                hami_log!(Level::Error, "compute caps not applied: {err}");
-                None
+                hami_log!(
+                    Level::Error,
+                    "compute caps cannot be applied ({err}); kernel launches are refused"
+                );
+                Err(err)
             }
         }
     }

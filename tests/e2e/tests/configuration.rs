@@ -172,3 +172,28 @@ fn environment_caps_show_in_cuda_and_nvml_queries() {
         );
     }
 }
+
+#[test]
+fn a_garbage_compute_limit_refuses_kernel_launches_and_says_why() {
+    let machine = Machine::new(1, 4096 * MIB);
+    let dir = tempfile::tempdir().unwrap();
+    let output = machine
+        .command(hami_e2e::artifacts::cuda_client())
+        .args(["spin", "--seconds", "0.2"])
+        .env("LD_PRELOAD", hami_e2e::artifacts::libhami())
+        .env("CUDA_DEVICE_SM_LIMIT", "lots")
+        .env("HAMI_LEDGER_USAGE", dir.path().join("usage.ledger"))
+        .output()
+        .expect("run the client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a cap that cannot be read must not run uncapped: {stderr}"
+    );
+    assert!(stderr.contains("CUDA_ERROR_NOT_PERMITTED"), "{stderr}");
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("CUDA_DEVICE_SM_LIMIT"))
+        .collect();
+    assert_eq!(ours.len(), 1, "one line naming the variable: {stderr}");
+}
