@@ -30,6 +30,7 @@ pub use model::{
     ComputePolicy, ContainerLimits, DeviceInfo, DeviceLimit, InputError, Priority, Vendor,
 };
 pub use node::{DeviceContention, NodeError, NodeLedger};
+pub use usage::copy::{ComputeCounters, CopyError, UsageCopy};
 pub use usage::{
     ComputeCell, LiveSlot, OverCap, ProcessSlot, ReclaimError, ReclaimReport, RegisterError,
     SlotSnapshot, SlotState, UsageError, UsageLedger, UsageSnapshot,

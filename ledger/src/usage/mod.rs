@@ -5,6 +5,7 @@
 //! allocation); [`UsageLedger::register`] claims a slot whose liveness is an OFD lock;
 //! [`UsageLedger::reclaim_dead`] returns dead processes' bytes exactly once.
 
+pub mod copy;
 mod host_pids;
 mod layout;
 mod reclaim;
