@@ -21,6 +21,7 @@ pub mod limits;
 mod liveness;
 mod model;
 pub mod node;
+pub mod owner;
 pub mod paths;
 mod text;
 pub mod usage;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use hami_ledger::owner::{OwnerError, OwnerLock, ProcessAnchor};
 use hami_ledger::{ContainerLimits, UsageLedger};
 use thiserror::Error;
 
@@ -26,6 +27,8 @@ pub enum EntryError {
     },
     #[error("cannot write ledger part {path}: {message}")]
     Ledger { path: PathBuf, message: String },
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
 }
 
 /// Host paths of one container's entry.
@@ -66,7 +69,23 @@ pub fn entry_paths(root: &Path, id: &str) -> Result<EntryPaths, EntryError> {
     })
 }
 
+/// Takes the owner lock of container `id`'s entry (creating its directory): held by the shim
+/// until it removes the entry, so the node agent's janitor never removes the entry of a
+/// container whose shim lives (`hami_ledger::owner`). Taken before [`write_entry`].
+pub fn take_ownership(root: &Path, id: &str) -> Result<OwnerLock, EntryError> {
+    let paths = entry_paths(root, id)?;
+    Ok(OwnerLock::acquire(&paths.dir)?)
+}
+
+/// Records where container `id`'s processes are (its first process's host PID, for its
+/// cgroup), for the node agent's backstop. Host-only: not mounted into the container.
+pub fn record_init_pid(root: &Path, id: &str, init_pid: u32) -> Result<(), EntryError> {
+    let paths = entry_paths(root, id)?;
+    Ok(ProcessAnchor::Cgroup { init_pid }.write(&paths.dir)?)
+}
+
 /// Writes container `limits.container_id`'s entry: limits, a zeroed usage part, `ld.so.preload`.
+/// The caller holds the entry's owner lock ([`take_ownership`]).
 pub fn write_entry(root: &Path, limits: &ContainerLimits) -> Result<EntryPaths, EntryError> {
     let paths = entry_paths(root, &limits.container_id)?;
     let io = |path: &Path| {
@@ -179,6 +198,22 @@ mod tests {
         remove_entry(root.path(), "c1").unwrap();
         assert!(!paths.dir.exists());
         remove_entry(root.path(), "c1").unwrap();
+    }
+
+    #[test]
+    fn an_owned_entry_cannot_be_taken_until_its_owner_lets_go() {
+        let root = tempfile::tempdir().unwrap();
+        let owner = take_ownership(root.path(), "c1").unwrap();
+        let paths = write_entry(root.path(), &limits("c1", "GPU-a", Some(1), None)).unwrap();
+        record_init_pid(root.path(), "c1", 42).unwrap();
+        assert_eq!(
+            ProcessAnchor::read(&paths.dir).unwrap(),
+            Some(ProcessAnchor::Cgroup { init_pid: 42 })
+        );
+        assert!(OwnerLock::try_take(&paths.dir).unwrap().is_none());
+        remove_entry(root.path(), "c1").unwrap();
+        drop(owner);
+        assert!(!paths.dir.exists());
     }
 
     #[test]

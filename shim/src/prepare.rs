@@ -1,15 +1,20 @@
 //! What happens to a container at `Create`: annotations → placement → ledger entry → spec rewrite.
 //!
 //! Placement and the ledger write happen under an exclusive `flock` on `<root>/placement.lock`,
-//! so two containers created at once on this node see each other's commitments.
+//! so two containers created at once on this node see each other's commitments. The shim
+//! owns each entry it writes (`hami_ledger::owner`: an `flock` on the entry's host-only
+//! `owner.lock`, taken before the entry is written, let go after it is removed), so the node
+//! agent's janitor removes only entries whose shim is gone.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use containerd_shim::api::Options as RuncOptions;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use hami_ledger::owner::{OwnerLock, PLACEMENT_LOCK_FILE};
 use hami_ledger::{ContainerLimits, DeviceLimit};
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
@@ -55,7 +60,7 @@ struct PlacementLock(#[allow(dead_code)] Flock<File>);
 
 impl PlacementLock {
     fn acquire(root: &Path) -> Result<Self, PrepareError> {
-        let path = root.join("placement.lock");
+        let path = root.join(PLACEMENT_LOCK_FILE);
         let lock_err = |source| PrepareError::Lock {
             path: path.clone(),
             source,
@@ -77,6 +82,8 @@ impl PlacementLock {
 #[derive(Debug, Default)]
 pub struct LedgerPreparer {
     publishers: ContentionPublishers,
+    /// The owner lock of each entry this shim wrote, by container id.
+    owners: Mutex<HashMap<String, OwnerLock>>,
 }
 
 impl LedgerPreparer {
@@ -105,13 +112,17 @@ impl LedgerPreparer {
         let visible = spec_rewrite::process_env(&spec, "NVIDIA_VISIBLE_DEVICES");
         let visibility = Visibility::from_env_value(visible.as_deref());
 
-        let (placed, paths) = place_and_record(&config.ledger_dir, id, &request, &visibility)?;
+        let (placed, paths, owner) =
+            place_and_record(&config.ledger_dir, id, &request, &visibility)?;
         let injection = injection(&config, &paths, &placed);
-        spec_rewrite::inject_into_spec(&mut spec, &injection)?;
-        if let Err(e) = spec_rewrite::write_spec(bundle, &spec) {
+        let rewritten = spec_rewrite::inject_into_spec(&mut spec, &injection)
+            .and_then(|()| spec_rewrite::write_spec(bundle, &spec));
+        if let Err(e) = rewritten {
             let _ = ledger_entry::remove_entry(&config.ledger_dir, id);
+            drop(owner);
             return Err(e.into());
         }
+        self.owned().insert(id.to_owned(), owner);
         self.publishers.start(id, &config.ledger_dir, &paths);
         log::info!(
             "container {id}: capped on {:?}, prepared in {:?}",
@@ -120,15 +131,23 @@ impl LedgerPreparer {
         );
         Ok(Some(injection))
     }
+
+    fn owned(&self) -> std::sync::MutexGuard<'_, HashMap<String, OwnerLock>> {
+        // Single inserts and removes cannot leave the map inconsistent after a panic.
+        self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
-/// Places the container and writes its ledger entry, both under the node's placement lock.
+/// Places the container and writes its ledger entry, both under the node's placement lock;
+/// returns the entry's owner lock, taken before anything is written.
 fn place_and_record(
     root: &Path,
     id: &str,
     request: &GpuRequest,
     visibility: &Visibility,
-) -> Result<(Vec<PlacedDevice>, EntryPaths), PrepareError> {
+) -> Result<(Vec<PlacedDevice>, EntryPaths, OwnerLock), PrepareError> {
     let _lock = PlacementLock::acquire(root)?;
     let want_models =
         !request.selection.use_types.is_empty() || !request.selection.nouse_types.is_empty();
@@ -166,8 +185,14 @@ fn place_and_record(
             })
             .collect(),
     };
-    let paths = ledger_entry::write_entry(root, &limits)?;
-    Ok((placed, paths))
+    let owner = ledger_entry::take_ownership(root, id)?;
+    match ledger_entry::write_entry(root, &limits) {
+        Ok(paths) => Ok((placed, paths, owner)),
+        Err(e) => {
+            let _ = ledger_entry::remove_entry(root, id);
+            Err(e.into())
+        }
+    }
 }
 
 /// The mounts and environment a capped container gets.
@@ -231,14 +256,23 @@ impl ContainerPreparer for LedgerPreparer {
 
     fn created(&self, id: &str, pid: u32) {
         self.publishers.created(id, pid);
+        if self.owned().contains_key(id) {
+            let root = ShimConfig::load().unwrap_or_default().ledger_dir;
+            if let Err(e) = ledger_entry::record_init_pid(&root, id, pid) {
+                log::warn!("container {id}: the node agent cannot find its processes: {e}");
+            }
+        }
     }
 
     fn release(&self, id: &str) {
         self.publishers.stop(id);
+        let owner = self.owned().remove(id);
         let root = ShimConfig::load().unwrap_or_default().ledger_dir;
         if let Err(e) = ledger_entry::remove_entry(&root, id) {
             log::warn!("container {id}: {e}");
         }
+        // Let go only once the entry is gone: a janitor never sees it unowned before.
+        drop(owner);
     }
 
     fn backend_options(&self, incoming: Option<&Any>) -> Option<Any> {
