@@ -247,6 +247,19 @@ pub fn count(text: &str) -> Result<u64, QuantityError> {
     fit(text, quantity.ceil_scaled(1, 1))
 }
 
+/// `bytes` written as a quantity that [`gpu_memory_bytes`] reads back exactly: `Gi`, `Mi` or
+/// `Ki` when it is a whole number of them, else with an exponent (`1000000000e0`), since a bare
+/// number would mean MiB. For what one component writes and another reads (the scheduler's
+/// bind annotations).
+pub fn exact_bytes(bytes: u64) -> String {
+    for (suffix, unit) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        if bytes.is_multiple_of(unit) {
+            return format!("{}{suffix}", bytes / unit);
+        }
+    }
+    format!("{bytes}e0")
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -354,6 +367,13 @@ mod tests {
             _ => unreachable!(),
         };
         Some((numerator * multiplier).div_ceil(denominator))
+    }
+
+    proptest! {
+        #[test]
+        fn exact_bytes_reads_back_as_the_same_bytes(bytes in 1u64..=u64::MAX >> 1) {
+            prop_assert_eq!(gpu_memory_bytes(&exact_bytes(bytes)), Ok(bytes));
+        }
     }
 
     proptest! {

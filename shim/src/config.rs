@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::annotations::PlacementPolicy;
+use hami_request::knobs::PlacementPolicy;
 
 /// Where the configuration is read from unless `HAMI_SHIM_CONFIG` names another file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hami/shim.toml";

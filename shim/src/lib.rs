@@ -4,7 +4,6 @@
 //! annotations, places it on device(s), writes its ledger entry and rewrites its OCI spec so that
 //! `libhami.so` caps every process; everything else is forwarded unchanged.
 
-pub mod annotations;
 pub mod backend;
 pub mod backend_process;
 pub mod config;

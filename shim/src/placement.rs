@@ -7,7 +7,8 @@ use std::fmt;
 
 use thiserror::Error;
 
-use crate::annotations::{DeviceSelection, GpuRequest, MemoryRequest, PlacementPolicy};
+use hami_request::knobs::PlacementPolicy;
+use hami_request::{ContainerRequest, DeviceSelection, MemoryRequest};
 
 /// One device as placement sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +122,7 @@ fn describe(rejections: &[(String, Rejection)]) -> String {
 pub fn place(
     devices: &[DeviceState],
     visibility: &Visibility,
-    request: &GpuRequest,
+    request: &ContainerRequest,
 ) -> Result<Vec<PlacedDevice>, PlacementError> {
     if devices.is_empty() {
         return Err(PlacementError::NoDevices);
@@ -184,33 +185,16 @@ fn eligible(
     visibility: &Visibility,
     selection: &DeviceSelection,
 ) -> Result<(), Rejection> {
-    use hami_request::keys::knob;
     if !visibility.allows(device) {
         return Err(Rejection::NotVisible);
     }
-    if !selection.use_uuids.is_empty() && !selection.use_uuids.contains(&device.uuid) {
-        return Err(Rejection::NotSelected(knob::USE_UUID));
-    }
-    if selection.nouse_uuids.contains(&device.uuid) {
-        return Err(Rejection::NotSelected(knob::NOUSE_UUID));
-    }
-    let matches = |pattern: &String| {
-        let pattern = pattern.to_ascii_lowercase();
-        device
-            .type_names
-            .iter()
-            .any(|name| name.to_ascii_lowercase().contains(&pattern))
-    };
-    if !selection.use_types.is_empty() && !selection.use_types.iter().any(matches) {
-        return Err(Rejection::NotSelected(knob::USE_TYPE));
-    }
-    if selection.nouse_types.iter().any(matches) {
-        return Err(Rejection::NotSelected(knob::NOUSE_TYPE));
-    }
-    Ok(())
+    selection
+        .accepts_uuid(&device.uuid)
+        .and_then(|()| selection.accepts_type(&device.type_names))
+        .map_err(|excluded| Rejection::NotSelected(excluded.0))
 }
 
-fn fit(device: &DeviceState, request: &GpuRequest) -> Result<PlacedDevice, Rejection> {
+fn fit(device: &DeviceState, request: &ContainerRequest) -> Result<PlacedDevice, Rejection> {
     let (memory_limit, needed) = match request.memory {
         Some(MemoryRequest::Bytes(bytes)) => (Some(bytes), bytes),
         Some(MemoryRequest::Percent(percent)) => {
@@ -245,7 +229,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::annotations::parse_request;
 
     const GIB: u64 = 1 << 30;
 
@@ -267,12 +250,14 @@ mod tests {
         }
     }
 
-    fn request(pairs: &[(&str, &str)]) -> GpuRequest {
+    fn request(pairs: &[(&str, &str)]) -> ContainerRequest {
         let map: BTreeMap<String, String> = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        parse_request(&map, "main").unwrap().unwrap()
+        ContainerRequest::from_annotations(&map, "main")
+            .unwrap()
+            .unwrap()
     }
 
     fn uuids(placed: &[PlacedDevice]) -> Vec<&str> {

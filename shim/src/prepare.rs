@@ -15,11 +15,11 @@ use containerd_shim::api::Options as RuncOptions;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use hami_ledger::owner::{OwnerLock, PLACEMENT_LOCK_FILE};
+use hami_ledger::paths::{ENV_LIMITS, ENV_NODE, ENV_USAGE};
 use hami_ledger::{ContainerLimits, DeviceLimit};
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
-use crate::annotations::{self, AnnotationError, GpuRequest};
 use crate::config::{ConfigError, ShimConfig};
 use crate::contention::ContentionPublishers;
 use crate::inventory::{self, InventoryError};
@@ -30,6 +30,7 @@ use crate::ledger_entry::{
 use crate::placement::{self, DeviceState, PlacedDevice, PlacementError, Visibility};
 use crate::proxy::ContainerPreparer;
 use crate::spec_rewrite::{self, BindMount, Injection, SpecError};
+use hami_request::{ContainerRequest, RequestError};
 
 /// Why a container could not be prepared; the text reaches `ctr` / kubelet.
 #[derive(Debug, Error)]
@@ -39,7 +40,7 @@ pub enum PrepareError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
-    Annotation(#[from] AnnotationError),
+    Annotation(#[from] RequestError),
     #[error(transparent)]
     Inventory(#[from] InventoryError),
     #[error("cannot place the container: {0}")]
@@ -99,7 +100,7 @@ impl LedgerPreparer {
             return Ok(None);
         }
         let name = spec_rewrite::container_name(&notes, id);
-        let Some(mut request) = annotations::parse_request(&notes, name)? else {
+        let Some(mut request) = ContainerRequest::from_annotations(&notes, name)? else {
             return Ok(None);
         };
         let config = ShimConfig::load()?;
@@ -145,7 +146,7 @@ impl LedgerPreparer {
 fn place_and_record(
     root: &Path,
     id: &str,
-    request: &GpuRequest,
+    request: &ContainerRequest,
     visibility: &Visibility,
 ) -> Result<(Vec<PlacedDevice>, EntryPaths, OwnerLock), PrepareError> {
     let _lock = PlacementLock::acquire(root)?;
@@ -216,9 +217,9 @@ fn injection(config: &ShimConfig, paths: &EntryPaths, placed: &[PlacedDevice]) -
             bind(&paths.usage, USAGE_IN_CONTAINER, false),
         ],
         env: vec![
-            ("HAMI_LEDGER_NODE".into(), NODE_IN_CONTAINER.into()),
-            ("HAMI_LEDGER_LIMITS".into(), LIMITS_IN_CONTAINER.into()),
-            ("HAMI_LEDGER_USAGE".into(), USAGE_IN_CONTAINER.into()),
+            (ENV_NODE.into(), NODE_IN_CONTAINER.into()),
+            (ENV_LIMITS.into(), LIMITS_IN_CONTAINER.into()),
+            (ENV_USAGE.into(), USAGE_IN_CONTAINER.into()),
             ("NVIDIA_VISIBLE_DEVICES".into(), uuids.join(",")),
             ("LD_PRELOAD".into(), LIBRARY_IN_CONTAINER.into()),
         ],

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use hami_request::{ContainerRequest, MemoryRequest};
 use hami_scheduler::extender::demand::PodDemand;
 use hami_scheduler::extender::state::{ContainerPlacement, Placement, bind_annotations};
 use hami_scheduler::request::Request;
-use hami_shim::annotations::{MemoryRequest, parse_request};
 use k8s_openapi::api::core::v1::Pod;
 
 fn pod(annotations: serde_json::Value, limits: serde_json::Value) -> Pod {
@@ -22,7 +22,7 @@ fn pod(annotations: serde_json::Value, limits: serde_json::Value) -> Pod {
 }
 
 /// What the shim reads for container `main` after the extender bound `pod` to `uuids`.
-fn shim_view(pod: &Pod, uuids: &[&str]) -> hami_shim::annotations::GpuRequest {
+fn shim_view(pod: &Pod, uuids: &[&str]) -> ContainerRequest {
     let demand = PodDemand::from_pod(pod).expect("the extender reads the pod");
     let placement = Placement {
         node: "gpu-1".into(),
@@ -38,7 +38,7 @@ fn shim_view(pod: &Pod, uuids: &[&str]) -> hami_shim::annotations::GpuRequest {
     let mut annotations: BTreeMap<String, String> =
         pod.metadata.annotations.clone().unwrap_or_default();
     annotations.extend(bind_annotations(&demand, &placement, 1_700_000_000));
-    parse_request(&annotations, "main")
+    ContainerRequest::from_annotations(&annotations, "main")
         .expect("the shim accepts what the extender wrote")
         .expect("the container is capped")
 }

@@ -70,10 +70,10 @@ impl Confinement {
                 return env(name);
             }
             match name {
-                hami_ledger::paths::ENV_LIMITS => Some(CONTAINER_LIMITS_PATH.to_owned()),
-                hami_ledger::paths::ENV_USAGE => Some(CONTAINER_USAGE_PATH.to_owned()),
-                hami_ledger::paths::ENV_NODE => Some(CONTAINER_NODE_PATH.to_owned()),
-                "HAMI_LOG" | "HAMI_MAX_ALLOCATIONS" => env(name),
+                super::vars::LEDGER_LIMITS => Some(CONTAINER_LIMITS_PATH.to_owned()),
+                super::vars::LEDGER_USAGE => Some(CONTAINER_USAGE_PATH.to_owned()),
+                super::vars::LEDGER_NODE => Some(CONTAINER_NODE_PATH.to_owned()),
+                super::vars::LOG | super::vars::MAX_ALLOCATIONS => env(name),
                 _ => None,
             }
         }

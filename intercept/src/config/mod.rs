@@ -18,15 +18,21 @@ pub use hami_request::byte_size::{SizeError, parse_size};
 
 use crate::log::Level;
 
-/// Environment variables the library reads.
+/// Environment variables the library reads (memory here, compute in `limiter::process`):
+/// every name once.
 pub mod vars {
+    pub use hami_ledger::paths::{
+        ENV_LIMITS as LEDGER_LIMITS, ENV_NODE as LEDGER_NODE, ENV_USAGE as LEDGER_USAGE,
+    };
     pub const LOG: &str = "HAMI_LOG";
-    pub const LEDGER_LIMITS: &str = "HAMI_LEDGER_LIMITS";
-    pub const LEDGER_USAGE: &str = "HAMI_LEDGER_USAGE";
     pub const MEMORY_LIMIT: &str = "HAMI_MEMORY_LIMIT";
     pub const CUDA_MEMORY_LIMIT: &str = "CUDA_DEVICE_MEMORY_LIMIT";
     pub const CONTEXT_OVERHEAD: &str = "HAMI_CONTEXT_OVERHEAD";
     pub const MAX_ALLOCATIONS: &str = "HAMI_MAX_ALLOCATIONS";
+    /// HAMi's compute cap, percent (`_i` per CUDA ordinal).
+    pub const SM_LIMIT: &str = "CUDA_DEVICE_SM_LIMIT";
+    /// HAMi's switch: `disable` turns the compute limiter off.
+    pub const UTILIZATION_POLICY: &str = "GPU_CORE_UTILIZATION_POLICY";
 }
 
 /// Devices addressable by per-device environment limits (`_0` … `_15`).

@@ -13,8 +13,9 @@
 //!    this process's memory. `GPU_CORE_UTILIZATION_POLICY=disable` turns the limiter off, as in
 //!    HAMi.
 //!
-//! A value that does not parse is reported once on stderr and leaves that device uncapped:
-//! a compute cap that cannot be read must not stop the program's launches.
+//! A value that does not parse is reported once on stderr and every kernel launch is then
+//! refused (`CUDA_ERROR_NOT_PERMITTED`), as a memory cap that cannot be read refuses every
+//! allocation: a cap that cannot be read never becomes no cap.
 
 use std::sync::atomic::AtomicU64;
 
@@ -29,14 +30,7 @@ use crate::config::confinement::Confinement;
 use crate::hami_log;
 use crate::log::Level;
 
-/// Environment variables the limiter reads.
-pub mod vars {
-    pub const LEDGER_LIMITS: &str = "HAMI_LEDGER_LIMITS";
-    pub const LEDGER_USAGE: &str = "HAMI_LEDGER_USAGE";
-    pub const LEDGER_NODE: &str = "HAMI_LEDGER_NODE";
-    pub const SM_LIMIT: &str = "CUDA_DEVICE_SM_LIMIT";
-    pub const UTILIZATION_POLICY: &str = "GPU_CORE_UTILIZATION_POLICY";
-}
+pub use crate::config::vars;
 
 /// Devices addressable in standalone mode (`_0` … `_15`).
 const ENV_DEVICES: usize = hami_ledger::MAX_DEVICES;

@@ -1,7 +1,7 @@
-//! What a pod asks of devices, read from HAMi resources (`nvidia.com/gpu`, `gpumem`,
-//! `gpumem-percentage`, `gpucores`) and `hami.io/*` annotations (pod-wide or
-//! `.<container>`-specific; an annotation wins over a resource), and turned into one
-//! [`Request`] per device-using container for a given node.
+//! What a pod asks of devices: one [`ContainerRequest`] per device-using container, read by
+//! `hami_request` from the pod's `hami.io/*` annotations and the container's HAMi resources
+//! (`nvidia.com/gpu`, `gpumem`, `gpumem-percentage`, `gpucores`) exactly as the shim reads
+//! them, and turned into the placement core's [`Request`]s for a given node.
 
 use std::collections::BTreeMap;
 
@@ -14,35 +14,26 @@ use crate::fit::DeviceOrder;
 use crate::model::{ModelSet, ModelTable};
 use crate::policy::NodePolicy;
 use crate::request::Request;
-use hami_request::keys::{bookkeeping, container_key, knob, pod_key, resource};
+use hami_request::keys::{bookkeeping, pod_key};
+use hami_request::knobs::PlacementPolicy;
 use hami_request::quantity::{self, QuantityError};
-
-/// Device memory per device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceMemory {
-    /// Not given: with no compute share either, the devices are taken whole.
-    Unset,
-    Mib(u64),
-    /// A share (1..=100) of each device's memory.
-    Percent(u32),
-}
+use hami_request::{ContainerRequest, DeviceSelection, MemoryRequest, RequestError};
 
 /// The device demand of one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerDemand {
     pub name: String,
-    pub count: u32,
-    pub memory: DeviceMemory,
-    /// Compute per device, % (1..=100); `None` reserves no compute share.
-    pub cores_percent: Option<u32>,
+    pub request: ContainerRequest,
 }
 
 impl ContainerDemand {
-    /// Whether the container takes whole devices (no memory or compute share given, or
-    /// 100 % compute).
-    pub fn is_whole(&self) -> bool {
-        self.cores_percent == Some(100)
-            || (self.memory == DeviceMemory::Unset && self.cores_percent.is_none())
+    /// Device memory per device in MiB (the placement core's unit, rounded up); a percentage
+    /// is taken of `device_mib`; `None` when no memory share was asked.
+    pub fn memory_mib(&self, device_mib: u64) -> Option<u64> {
+        match self.request.memory? {
+            MemoryRequest::Bytes(bytes) => Some(bytes.div_ceil(1 << 20)),
+            MemoryRequest::Percent(p) => Some(device_mib * u64::from(p) / 100),
+        }
     }
 }
 
@@ -53,12 +44,9 @@ pub struct PodDemand {
     pub memory_mib: u64,
     /// Containers that use devices, in spec order.
     pub containers: Vec<ContainerDemand>,
-    /// Device type filters (case-insensitive substrings of the model name).
-    pub use_types: Vec<String>,
-    pub nouse_types: Vec<String>,
-    pub use_uuids: Vec<String>,
-    pub nouse_uuids: Vec<String>,
     pub node_policy: Option<NodePolicy>,
+    /// The device order the pod asked for (`hami.io/gpu-scheduler-policy`, of its first
+    /// device-using container).
     pub device_order: Option<DeviceOrder>,
 }
 
@@ -73,12 +61,10 @@ pub enum DemandError {
         key: String,
         source: QuantityError,
     },
-    #[error("{key}={value:?} of container {container} is out of range ({range})")]
-    OutOfRange {
+    #[error("container {container}: {source}")]
+    Request {
         container: String,
-        key: String,
-        value: String,
-        range: &'static str,
+        source: RequestError,
     },
     #[error("annotation {key}={value:?}: {reason}")]
     Annotation {
@@ -99,22 +85,19 @@ impl PodDemand {
         for c in &spec.containers {
             cpu_milli += resource(c, "cpu", quantity::cpu_milli)?.unwrap_or(0);
             memory_mib += resource(c, "memory", quantity::memory_mib)?.unwrap_or(0);
-            if let Some(d) = container_demand(c, annotations)? {
-                containers.push(d);
+            let request = ContainerRequest::read(annotations, &c.name, &device_limits(c)).map_err(
+                |source| DemandError::Request {
+                    container: c.name.clone(),
+                    source,
+                },
+            )?;
+            if let Some(request) = request {
+                containers.push(ContainerDemand {
+                    name: c.name.clone(),
+                    request,
+                });
             }
         }
-        let list = |knob: &str| -> Vec<String> {
-            annotations
-                .get(&pod_key(knob))
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         let node_policy = annotations
             .get(&pod_key(bookkeeping::NODE_SCHEDULER_POLICY))
             .map(|v| {
@@ -126,49 +109,20 @@ impl PodDemand {
                     })
             })
             .transpose()?;
-        let device_order = annotations
-            .get(&pod_key(knob::PLACEMENT_POLICY))
-            .map(|v| match v.trim() {
-                "binpack" => Ok(DeviceOrder::Tightest),
-                "spread" => Ok(DeviceOrder::Loosest),
-                other => Err(DemandError::Annotation {
-                    key: pod_key(knob::PLACEMENT_POLICY),
-                    value: other.into(),
-                    reason: "expected binpack or spread".into(),
-                }),
-            })
-            .transpose()?;
+        let device_order = containers
+            .iter()
+            .find_map(|c| c.request.placement)
+            .map(|policy| match policy {
+                PlacementPolicy::Binpack => DeviceOrder::Tightest,
+                PlacementPolicy::Spread => DeviceOrder::Loosest,
+            });
         Ok(PodDemand {
             cpu_milli,
             memory_mib,
             containers,
-            use_types: list(knob::USE_TYPE),
-            nouse_types: list(knob::NOUSE_TYPE),
-            use_uuids: list(knob::USE_UUID),
-            nouse_uuids: list(knob::NOUSE_UUID),
             node_policy,
             device_order,
         })
-    }
-
-    /// The accepted device models among `models`.
-    pub fn model_set(&self, models: &ModelTable) -> ModelSet {
-        if self.use_types.is_empty() && self.nouse_types.is_empty() {
-            return ModelSet::ANY;
-        }
-        let matches = |name: &str, list: &[String]| {
-            let name = name.to_ascii_lowercase();
-            list.iter().any(|t| name.contains(&t.to_ascii_lowercase()))
-        };
-        let mut set = ModelSet::NONE;
-        for (id, name) in models.names().iter().enumerate() {
-            let accepted = (self.use_types.is_empty() || matches(name, &self.use_types))
-                && !matches(name, &self.nouse_types);
-            if accepted && let Ok(id) = u8::try_from(id) {
-                set = set.with(id);
-            }
-        }
-        set
     }
 
     /// One request per device-using container for `node` (percentages resolved against the
@@ -182,28 +136,25 @@ impl PodDemand {
             .map(|d| d.memory_mib)
             .min()
             .unwrap_or(0);
-        let accepted = self.model_set(models);
         let mut out: Vec<Request> = self
             .containers
             .iter()
             .map(|c| {
-                let mut r = if c.is_whole() {
-                    Request::whole(0, 0, c.count)
+                let count = c.request.device_count;
+                let mut r = if c.request.is_whole() {
+                    Request::whole(0, 0, count)
                 } else {
-                    let memory = match c.memory {
-                        DeviceMemory::Unset => 0,
-                        DeviceMemory::Mib(m) => m,
-                        DeviceMemory::Percent(p) => device_memory * u64::from(p) / 100,
-                    };
-                    let milli = c.cores_percent.unwrap_or(0) * FULL_DEVICE_MILLI / 100;
+                    let memory = c.memory_mib(device_memory).unwrap_or(0);
+                    let milli = c.request.compute_percent.unwrap_or(0) * FULL_DEVICE_MILLI / 100;
                     Request {
-                        device_count: c.count,
+                        device_count: count,
                         ..Request::share(0, 0, milli, memory)
                     }
                 };
-                r.models = accepted;
-                r.uuid_include.clone_from(&self.use_uuids);
-                r.uuid_exclude.clone_from(&self.nouse_uuids);
+                let selection = &c.request.selection;
+                r.models = model_set(selection, models);
+                r.uuid_include.clone_from(&selection.use_uuids);
+                r.uuid_exclude.clone_from(&selection.nouse_uuids);
                 r
             })
             .collect();
@@ -216,6 +167,22 @@ impl PodDemand {
         }
         out
     }
+}
+
+/// The device models among `models` that `selection` accepts.
+pub fn model_set(selection: &DeviceSelection, models: &ModelTable) -> ModelSet {
+    if !selection.filters_types() {
+        return ModelSet::ANY;
+    }
+    let mut set = ModelSet::NONE;
+    for (id, name) in models.names().iter().enumerate() {
+        if selection.accepts_type(&[name]).is_ok()
+            && let Ok(id) = u8::try_from(id)
+        {
+            set = set.with(id);
+        }
+    }
+    set
 }
 
 /// A container's `requests` (else `limits`) value of a core resource.
@@ -243,88 +210,25 @@ fn resource(
         .transpose()
 }
 
-/// The container's device demand, or `None` when it uses no device.
-fn container_demand(
-    c: &Container,
-    annotations: &BTreeMap<String, String>,
-) -> Result<Option<ContainerDemand>, DemandError> {
-    let limit = |name: &str| -> Result<Option<u64>, DemandError> {
-        let res = c.resources.as_ref();
-        let value = res
-            .and_then(|r| r.limits.as_ref())
-            .and_then(|l| l.get(name))
-            .or_else(|| {
-                res.and_then(|r| r.requests.as_ref())
-                    .and_then(|r| r.get(name))
-            });
-        value
-            .map(|Quantity(q)| {
-                quantity::count(q).map_err(|source| DemandError::Quantity {
-                    container: c.name.clone(),
-                    key: name.into(),
-                    source,
-                })
-            })
-            .transpose()
+/// The container's resources by name, limits over requests (extended resources must have
+/// both equal; a request alone is read as its limit).
+fn device_limits(c: &Container) -> BTreeMap<String, String> {
+    let Some(res) = &c.resources else {
+        return BTreeMap::new();
     };
-    // `hami.io/<knob>.<container>` wins over `hami.io/<knob>`, which wins over the resource.
-    let knob = |knob: &str| -> Option<(String, &String)> {
-        let specific = container_key(knob, &c.name);
-        let pod_wide = pod_key(knob);
-        annotations
-            .get(&specific)
-            .map(|v| (specific.clone(), v))
-            .or_else(|| annotations.get(&pod_wide).map(|v| (pod_wide.clone(), v)))
-    };
-    let knob_number = |name: &str, parse: fn(&str) -> Result<u64, QuantityError>| {
-        knob(name)
-            .map(|(key, v)| {
-                parse(v).map_err(|source| DemandError::Quantity {
-                    container: c.name.clone(),
-                    key,
-                    source,
-                })
-            })
-            .transpose()
-    };
-    let count = knob_number(knob::GPU_COUNT, quantity::count)?.or(limit(resource::GPU)?);
-    let memory_mib =
-        knob_number(knob::GPU_MEMORY, quantity::gpu_memory_mib)?.or(limit(resource::GPU_MEMORY)?);
-    let memory_percent = knob_number(knob::GPU_MEMORY_PERCENTAGE, quantity::count)?
-        .or(limit(resource::GPU_MEMORY_PERCENTAGE)?);
-    let cores = knob_number(knob::GPU_CORES, quantity::count)?.or(limit(resource::GPU_CORES)?);
-    if count.is_none() && memory_mib.is_none() && memory_percent.is_none() && cores.is_none() {
-        return Ok(None);
-    }
-    let range = |key: &str, value: u64, lo: u64, hi: u64, text: &'static str| {
-        if (lo..=hi).contains(&value) {
-            Ok(u32::try_from(value).unwrap_or(u32::MAX))
-        } else {
-            Err(DemandError::OutOfRange {
-                container: c.name.clone(),
-                key: key.into(),
-                value: value.to_string(),
-                range: text,
-            })
-        }
-    };
-    let count = range("gpu count", count.unwrap_or(1), 1, 16, "1 to 16")?;
-    let memory = match (memory_mib, memory_percent) {
-        (Some(m), _) => DeviceMemory::Mib(m),
-        (None, Some(p)) => {
-            DeviceMemory::Percent(range("gpu memory percentage", p, 1, 100, "1 to 100")?)
-        }
-        (None, None) => DeviceMemory::Unset,
-    };
-    let cores_percent = cores
-        .map(|v| range("gpu cores", v, 0, 100, "0 to 100"))
-        .transpose()?;
-    Ok(Some(ContainerDemand {
-        name: c.name.clone(),
-        count,
-        memory,
-        cores_percent,
-    }))
+    let mut out: BTreeMap<String, String> = res
+        .requests
+        .iter()
+        .flatten()
+        .map(|(name, Quantity(q))| (name.clone(), q.clone()))
+        .collect();
+    out.extend(
+        res.limits
+            .iter()
+            .flatten()
+            .map(|(name, Quantity(q))| (name.clone(), q.clone())),
+    );
+    out
 }
 
 #[cfg(test)]
@@ -349,22 +253,19 @@ mod tests {
         let d = PodDemand::from_pod(&p).unwrap();
         assert_eq!((d.cpu_milli, d.memory_mib), (1600, 1024));
         assert_eq!(d.containers.len(), 2);
-        assert_eq!(
-            d.containers[0],
-            ContainerDemand {
-                name: "a".into(),
-                count: 2,
-                memory: DeviceMemory::Mib(4096),
-                cores_percent: Some(50)
-            }
-        );
+        let a = &d.containers[0];
+        assert_eq!(a.name, "a");
+        assert_eq!(a.request.device_count, 2);
+        assert_eq!(a.memory_mib(80 << 10), Some(4096));
+        assert_eq!(a.request.compute_percent, Some(50));
         // The container-specific annotation wins over the resource.
-        assert_eq!(d.containers[1].cores_percent, Some(30));
-        assert_eq!(d.containers[1].memory, DeviceMemory::Percent(25));
+        let b = &d.containers[1].request;
+        assert_eq!(b.compute_percent, Some(30));
+        assert_eq!(b.memory, Some(MemoryRequest::Percent(25)));
         let mut models = ModelTable::default();
         let a100 = models.intern("NVIDIA A100-SXM4-80GB").unwrap();
         let t4 = models.intern("Tesla T4").unwrap();
-        let set = d.model_set(&models);
+        let set = model_set(&a.request.selection, &models);
         assert!(set.contains(a100) && !set.contains(t4));
     }
 
@@ -374,7 +275,11 @@ mod tests {
             serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [
             {"name": "a", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}),
         );
-        assert!(PodDemand::from_pod(&p).unwrap().containers[0].is_whole());
+        assert!(
+            PodDemand::from_pod(&p).unwrap().containers[0]
+                .request
+                .is_whole()
+        );
         let p = pod(
             serde_json::json!({"metadata": {"name": "p", "annotations": {"hami.io/node-scheduler-policy": "worst"}},
             "spec": {"containers": [{"name": "a"}]}}),
@@ -390,7 +295,7 @@ mod tests {
         );
         let err = PodDemand::from_pod(&p).unwrap_err().to_string();
         assert!(
-            err.contains("gpu cores") && err.contains("0 to 100"),
+            err.contains("nvidia.com/gpucores") && err.contains("1 to 100"),
             "{err}"
         );
         let p = pod(

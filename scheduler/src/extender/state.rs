@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use hami_request::keys::{bookkeeping, container_key, knob, pod_key};
+use hami_request::{MemoryRequest, quantity};
 use k8s_openapi::api::core::v1::{Node, Pod};
 
-use super::demand::{DeviceMemory, PodDemand};
+use super::demand::PodDemand;
 use super::inventory::{self, InventoryError};
 use super::wire::{HostPriority, MAX_EXTENDER_PRIORITY};
 use crate::cluster::{Cluster, NodeState};
@@ -417,20 +418,27 @@ pub fn bind_annotations(
             container_key(knob::ASSIGNED_DEVICES, &c.name),
             p.uuids.join(","),
         );
-        out.insert(container_key(knob::GPU_COUNT, &c.name), c.count.to_string());
-        match c.memory {
-            DeviceMemory::Mib(m) => {
-                out.insert(container_key(knob::GPU_MEMORY, &c.name), format!("{m}Mi"));
+        let request = &c.request;
+        out.insert(
+            container_key(knob::GPU_COUNT, &c.name),
+            request.device_count.to_string(),
+        );
+        match request.memory {
+            Some(MemoryRequest::Bytes(bytes)) => {
+                out.insert(
+                    container_key(knob::GPU_MEMORY, &c.name),
+                    quantity::exact_bytes(bytes),
+                );
             }
-            DeviceMemory::Percent(p) => {
+            Some(MemoryRequest::Percent(p)) => {
                 out.insert(
                     container_key(knob::GPU_MEMORY_PERCENTAGE, &c.name),
                     p.to_string(),
                 );
             }
-            DeviceMemory::Unset => {}
+            None => {}
         }
-        if let Some(cores) = c.cores_percent.filter(|&v| v > 0) {
+        if let Some(cores) = request.compute_percent {
             out.insert(container_key(knob::GPU_CORES, &c.name), cores.to_string());
         }
     }
@@ -454,8 +462,13 @@ mod tests {
     }
 
     fn bound_pod(uid: &str, device: &str, phase: &str) -> Pod {
+        let annotations = if device.is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({"hami.io/assigned-devices.main": device})
+        };
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": uid, "uid": uid, "annotations": {"hami.io/assigned-devices.main": device}},
+            "metadata": {"name": uid, "uid": uid, "annotations": annotations},
             "spec": {"nodeName": "gpu-a", "containers": [{"name": "main", "resources": {"limits": {
                 "nvidia.com/gpu": "1", "nvidia.com/gpucores": "40"}}}]},
             "status": {"phase": phase}
