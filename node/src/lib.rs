@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod discovery;
 pub mod janitor;
+pub mod nvml_processes;
 pub mod processes;
 pub mod reclaimer;
 
