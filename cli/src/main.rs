@@ -21,6 +21,8 @@ enum Command {
     Sim(commands::sim::SimArgs),
     /// Run a program under libhami.so with a private ledger entry (no containerd needed).
     Run(commands::run::RunArgs),
+    /// Live view of the node's ledger: devices, containers, caps and use.
+    Top(commands::top::TopArgs),
     /// Replay a cluster trace through the placement scheduler.
     Simulate(commands::simulate::SimulateArgs),
     /// Benchmarks: hook overhead, limiter accuracy.
@@ -42,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sim(args) => commands::sim::run(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Top(args) => commands::top::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Demo(args) => commands::demo::run(args),

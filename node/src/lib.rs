@@ -4,8 +4,10 @@
 pub mod agent;
 pub mod discovery;
 pub mod janitor;
+pub mod metrics;
 pub mod nvml_processes;
 pub mod processes;
 pub mod reclaimer;
+pub mod view;
 
 pub use discovery::{DiscoveredDevice, DiscoveryError, discover_nvidia, ensure_node_ledger};

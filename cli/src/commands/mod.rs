@@ -7,3 +7,4 @@ pub mod demo;
 pub mod run;
 pub mod sim;
 pub mod simulate;
+pub mod top;

@@ -39,7 +39,8 @@ pub struct RunArgs {
     /// Devices the program may use, by index or UUID, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     device: Vec<String>,
-    /// Ledger directory shared with other `hami run`s (default: a private temporary one).
+    /// Ledger directory shared with other `hami run`s (default: a private temporary one);
+    /// `hami top --ledger-dir DIR` shows what runs in it.
     #[arg(long)]
     ledger_dir: Option<PathBuf>,
     /// Container id of the ledger entry (default: `run-<pid>`).
