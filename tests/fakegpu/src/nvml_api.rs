@@ -54,7 +54,16 @@ fn device_index(device: nvmlDevice_t) -> Result<(&'static Driver, usize), nvmlRe
     if index >= driver.device_count() {
         return Err(NVML_ERROR_INVALID_ARGUMENT);
     }
+    lost_check(driver, index)?;
     Ok((driver, index))
+}
+
+/// A lost device answers every handle call as the driver does for a GPU that fell off the bus.
+fn lost_check(driver: &Driver, index: usize) -> Result<(), nvmlReturn_t> {
+    if driver.state.is_lost(index) {
+        return Err(NVML_ERROR_GPU_IS_LOST);
+    }
+    Ok(())
 }
 
 fn handle_of(index: usize) -> nvmlDevice_t {
@@ -173,6 +182,7 @@ fn by_index(index: c_uint, device: *mut nvmlDevice_t) -> Result<(), nvmlReturn_t
     if index as usize >= driver.device_count() {
         return Err(NVML_ERROR_INVALID_ARGUMENT);
     }
+    lost_check(driver, index as usize)?;
     // SAFETY: writable by the caller's contract (null refused by `out`).
     unsafe { out(device, handle_of(index as usize)) }
 }
@@ -217,6 +227,7 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByUUID(
         let index = (0..driver.device_count())
             .find(|i| driver.state.device(*i).is_some_and(|d| d.uuid == wanted))
             .ok_or(NVML_ERROR_NOT_FOUND)?;
+        lost_check(driver, index)?;
         // SAFETY: writable by the caller's contract (null refused by `out`).
         unsafe { out(device, handle_of(index)) }
     })

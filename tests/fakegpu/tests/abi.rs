@@ -538,6 +538,45 @@ fn nvml_sees_the_memory_and_the_process_the_cuda_side_holds() {
 }
 
 #[test]
+fn a_device_marked_lost_answers_gpu_is_lost_in_nvml_until_marked_healthy() {
+    let m = machine();
+    let init: nvml::pfn::nvmlInit_v2 = m.sym("nvmlInit_v2");
+    let by_index: nvml::pfn::nvmlDeviceGetHandleByIndex_v2 = m.sym("nvmlDeviceGetHandleByIndex_v2");
+    let by_uuid: nvml::pfn::nvmlDeviceGetHandleByUUID = m.sym("nvmlDeviceGetHandleByUUID");
+    let uuid_of: nvml::pfn::nvmlDeviceGetUUID = m.sym("nvmlDeviceGetUUID");
+    let memory: nvml::pfn::nvmlDeviceGetMemoryInfo = m.sym("nvmlDeviceGetMemoryInfo");
+    let health = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hami-fakegpu-health"))
+            .arg(&m.state_dir)
+            .args(args)
+            .status()
+            .expect("hami-fakegpu-health")
+    };
+    let mut device = null_mut();
+    let mut again = null_mut();
+    let mut uuid = [0i8; 96];
+    let mut info = nvmlMemory_t::default();
+    // SAFETY: valid out-pointers, buffers and handles.
+    unsafe {
+        assert_eq!(init(), NVML_SUCCESS);
+        assert_eq!(by_index(7, &mut device), NVML_SUCCESS);
+        assert_eq!(uuid_of(device, uuid.as_mut_ptr(), 96), NVML_SUCCESS);
+
+        assert!(health(&["7", "lost"]).success());
+        assert_eq!(by_index(7, &mut again), NVML_ERROR_GPU_IS_LOST);
+        assert_eq!(by_uuid(uuid.as_ptr(), &mut again), NVML_ERROR_GPU_IS_LOST);
+        assert_eq!(memory(device, &mut info), NVML_ERROR_GPU_IS_LOST);
+
+        assert!(health(&["7", "healthy"]).success());
+        assert_eq!(by_uuid(uuid.as_ptr(), &mut again), NVML_SUCCESS);
+        assert_eq!(again, device);
+        assert_eq!(memory(device, &mut info), NVML_SUCCESS);
+    }
+    assert_eq!(health(&["8", "lost"]).code(), Some(1), "no device 8");
+    assert_eq!(health(&["7", "sick"]).code(), Some(2));
+}
+
+#[test]
 fn error_names_and_strings_read_like_the_driver() {
     let m = machine();
     let name: cuda::pfn::cuGetErrorName = m.sym("cuGetErrorName");

@@ -44,7 +44,9 @@ pub struct DeviceRecord {
     pub total_memory: AtomicU64,
     pub used_memory: AtomicU64,
     pub sms: AtomicU32,
-    pub _pad: u32,
+    /// Nonzero while the device is lost: NVML answers `NVML_ERROR_GPU_IS_LOST` for it. Was
+    /// padding before, so a state file of an older build reads as every device healthy.
+    pub lost: AtomicU32,
     pub uuid: [AtomicU32; 4],
     /// Ticket lock: the next ticket to hand out.
     pub next_ticket: AtomicU32,
@@ -106,6 +108,7 @@ const _: () = {
     assert!(size_of::<ProcessDevice>() == 32 + 16 * BUCKETS);
     assert!(std::mem::offset_of!(StateFile, devices) == 32);
     assert!(std::mem::offset_of!(DeviceRecord, serving) == 44);
+    assert!(std::mem::offset_of!(DeviceRecord, lost) == 20);
     assert!(std::mem::offset_of!(DeviceRecord, ticket_owner) == 56);
     assert!(STATE_SIZE.is_multiple_of(8));
 };

@@ -165,6 +165,22 @@ impl SharedState {
         })
     }
 
+    /// Marks device `index` lost (NVML then answers `NVML_ERROR_GPU_IS_LOST` for it, in every
+    /// process) or found again; false when there is no such device.
+    pub fn set_lost(&self, index: usize, lost: bool) -> bool {
+        let Some(record) = self.device_record(index) else {
+            return false;
+        };
+        record.lost.store(u32::from(lost), Ordering::Release);
+        true
+    }
+
+    /// Whether device `index` is lost; false when there is no such device.
+    pub fn is_lost(&self, index: usize) -> bool {
+        self.device_record(index)
+            .is_some_and(|record| record.lost.load(Ordering::Acquire) != 0)
+    }
+
     fn device_record(&self, index: usize) -> Option<&'static DeviceRecord> {
         if index < self.device_count() as usize {
             self.state.devices.get(index)
