@@ -133,18 +133,30 @@ fn render(
     if let Some(problem) = &view.containers_problem {
         let _ = writeln!(out, "containers: {problem}");
     }
+    let model = |uuid: &str| models.get(uuid).map_or("-", String::as_str);
+    // UUIDs and model names vary in length: their columns fit the longest.
+    let uuid_width = view
+        .devices
+        .iter()
+        .map(|d| d.info.uuid.len())
+        .fold(4, usize::max);
+    let model_width = view
+        .devices
+        .iter()
+        .map(|d| model(&d.info.uuid).len())
+        .fold(5, usize::max);
     let _ = writeln!(
         out,
-        "\n{:<4} {:<42} {:<16} {:>22} {:>12} {:>10}",
+        "\n{:<4} {:<uuid_width$} {:<model_width$} {:>22} {:>12} {:>10}",
         "DEV", "UUID", "MODEL", "MEMORY USED / TOTAL", "COMMITTED", "CONTAINERS"
     );
     for device in &view.devices {
         let _ = writeln!(
             out,
-            "{:<4} {:<42} {:<16} {:>22} {:>12} {:>10}",
+            "{:<4} {:<uuid_width$} {:<model_width$} {:>22} {:>12} {:>10}",
             device.info.index,
             device.info.uuid,
-            models.get(&device.info.uuid).map_or("-", String::as_str),
+            model(&device.info.uuid),
             format!(
                 "{} / {}",
                 mib(device.memory_used),
