@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hami_ledger::{DeviceInfo, Vendor};
@@ -119,6 +120,9 @@ struct Registered {
 struct KubeletRegistration {
     dir: PathBuf,
     registered: mpsc::UnboundedSender<Registered>,
+    /// Registrations still to refuse (a kubelet that is not ready yet).
+    refusals: AtomicUsize,
+    refused: mpsc::UnboundedSender<String>,
 }
 
 #[tonic::async_trait]
@@ -128,6 +132,14 @@ impl Registration for KubeletRegistration {
         request: Request<v1beta1::RegisterRequest>,
     ) -> Result<Response<v1beta1::Empty>, Status> {
         let request = request.into_inner();
+        let refuse = self
+            .refusals
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            let _ = self.refused.send(request.endpoint.clone());
+            return Err(Status::unavailable("kubelet is not ready"));
+        }
         if request.version != "v1beta1" {
             return Err(Status::invalid_argument(format!(
                 "unsupported version {:?}",
@@ -177,16 +189,25 @@ impl Registration for KubeletRegistration {
 /// A fake kubelet serving `kubelet.sock` in a plugin directory.
 struct FakeKubelet {
     registrations: mpsc::UnboundedReceiver<Registered>,
+    refused: mpsc::UnboundedReceiver<String>,
     server: JoinHandle<()>,
 }
 
 impl FakeKubelet {
     fn start(dir: &Path) -> FakeKubelet {
+        FakeKubelet::refusing(dir, 0)
+    }
+
+    /// A kubelet that refuses the first `refusals` registrations.
+    fn refusing(dir: &Path, refusals: usize) -> FakeKubelet {
         let listener = tokio::net::UnixListener::bind(dir.join("kubelet.sock")).unwrap();
         let (registered, registrations) = mpsc::unbounded_channel();
+        let (refused_sender, refused) = mpsc::unbounded_channel();
         let service = KubeletRegistration {
             dir: dir.to_path_buf(),
             registered,
+            refusals: AtomicUsize::new(refusals),
+            refused: refused_sender,
         };
         let server = tokio::spawn(async move {
             tonic::transport::Server::builder()
@@ -197,6 +218,7 @@ impl FakeKubelet {
         });
         FakeKubelet {
             registrations,
+            refused,
             server,
         }
     }
@@ -517,4 +539,39 @@ async fn the_plugin_registers_again_after_kubelet_restarts() {
         registered = again;
     }
     plugin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_registration_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut kubelet = FakeKubelet::refusing(dir.path(), 2);
+    let (_health_sender, health) = device_plugin::health::channel();
+    let plugin = start_plugin(config(dir.path(), 1), vec![device(1)], health);
+    let mut registered = kubelet.next_registration().await;
+    let mut refused = Vec::new();
+    while let Ok(endpoint) = kubelet.refused.try_recv() {
+        refused.push(endpoint);
+    }
+    assert_eq!(refused, ["hami-nvidia.sock", "hami-nvidia.sock"]);
+    assert_eq!(
+        summary(&next_list(&mut registered.lists).await),
+        expected(&[(1, "Healthy")], 1)
+    );
+    plugin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_kubelet_cannot_take_stop_the_plugin_before_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut long = device(0);
+    long.uuid = format!("GPU-{}", "e".repeat(60));
+    let (_health_sender, health) = device_plugin::health::channel();
+    let error = device_plugin::run(config(dir.path(), 10), vec![long.clone()], health, async {})
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains(&format!("{}::9", long.uuid)),
+        "{error}"
+    );
+    assert!(!dir.path().join("hami-nvidia.sock").exists());
 }

@@ -67,7 +67,7 @@ pub async fn run(
     )?);
     let mut shutdown = pin!(shutdown);
     loop {
-        let serving = Serving::start(&config, &inventory, &health)?;
+        let mut serving = Serving::start(&config, &inventory, &health)?;
         let outcome = register_and_watch(&config, &serving, shutdown.as_mut()).await;
         serving.stop().await;
         match outcome {
@@ -138,16 +138,16 @@ impl Serving {
     }
 
     /// Ends open streams, then the server (dropped if it does not finish in time).
-    async fn stop(&self) {
+    async fn stop(&mut self) {
         let _ = self.stop.send(true);
-        let finished = tokio::time::timeout(STOP_GRACE, async {
-            while !self.server.is_finished() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        match tokio::time::timeout(STOP_GRACE, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => log::warn!("device plugin server failed: {error}"),
+            Ok(Err(error)) => log::warn!("device plugin server task failed: {error}"),
+            Err(_) => {
+                log::warn!("device plugin server did not stop within {STOP_GRACE:?}, dropped");
+                self.server.abort();
             }
-        })
-        .await;
-        if finished.is_err() {
-            self.server.abort();
         }
     }
 }
