@@ -2,6 +2,7 @@
 //! finding the node's devices and recording them in the node part of the ledger.
 
 pub mod agent;
+pub mod backstop;
 pub mod device_plugin;
 pub mod discovery;
 pub mod janitor;
