@@ -81,23 +81,8 @@ fn tenant(private_driver: &Path, bytes: u64) -> ! {
 
 /// The built simulated driver: `$HAMI_FAKEGPU_LIB`, else the newest under this profile.
 fn fakegpu_library() -> PathBuf {
-    if let Some(path) = std::env::var_os("HAMI_FAKEGPU_LIB") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("profile directory");
-    [
-        profile.join("libhami_fakegpu.so"),
-        profile.join("deps/libhami_fakegpu.so"),
-    ]
-    .into_iter()
-    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-    .max()
-    .map(|(_, p)| p)
-    .expect("libhami_fakegpu.so: build it with `cargo build --release -p hami-fakegpu`")
+    hami_fakegpu::built_library()
+        .expect("libhami_fakegpu.so: build it with `cargo build --release -p hami-fakegpu`")
 }
 
 struct Container {

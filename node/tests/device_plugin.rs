@@ -52,20 +52,7 @@ struct Machine {
 /// The built simulated driver: `$HAMI_FAKEGPU_LIB`, else the newest build under this test's
 /// profile (a dev-dependency, so `cargo test` builds it into `deps/`).
 fn fakegpu_library() -> PathBuf {
-    if let Some(path) = std::env::var_os("HAMI_FAKEGPU_LIB") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().unwrap().parent().unwrap();
-    [
-        profile.join("libhami_fakegpu.so"),
-        profile.join("deps/libhami_fakegpu.so"),
-    ]
-    .into_iter()
-    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-    .max()
-    .map(|(_, p)| p)
-    .unwrap_or_else(|| panic!("libhami_fakegpu.so not found under {}", profile.display()))
+    hami_fakegpu::built_library().expect("libhami_fakegpu.so not found under this test's profile")
 }
 
 fn machine() -> &'static Machine {

@@ -36,22 +36,10 @@ pub fn profile_dir() -> PathBuf {
 /// The built simulated driver: `$HAMI_FAKEGPU_LIB`, else the newest build under the test's
 /// profile (`cargo test` refreshes `deps/` without copying the library up a level).
 pub fn fakegpu_library() -> PathBuf {
-    if let Some(path) = std::env::var_os("HAMI_FAKEGPU_LIB") {
-        return PathBuf::from(path);
-    }
-    let profile = profile_dir();
-    [
-        profile.join("libhami_fakegpu.so"),
-        profile.join("deps/libhami_fakegpu.so"),
-    ]
-    .into_iter()
-    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-    .max()
-    .map(|(_, p)| p)
-    .unwrap_or_else(|| {
+    hami_fakegpu::built_library().unwrap_or_else(|| {
         panic!(
             "libhami_fakegpu.so not found under {}: build the crate first",
-            profile.display()
+            profile_dir().display()
         )
     })
 }
